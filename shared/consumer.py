@@ -1,0 +1,176 @@
+"""Consuming events: the inbox-guarded handler and the consumer runner.
+
+At-least-once delivery, applied exactly once:
+
+1. the runner decodes the message (an undecodable one is dead-lettered at once);
+2. :class:`InboxHandler` opens a transaction, claims ``(handler, event id)`` in the inbox and
+   runs the domain handler in that same transaction, then commits;
+3. only then is the message acked. A crash before the ack means a redelivery, which the inbox
+   turns into a no-op.
+
+A handler that raises is retried after each of the configured delays (a per-delay retry queue
+with a TTL that dead-letters back to the main queue) and, after the last, parked in
+``<queue>.dlq`` with the error in a header. Nothing is dropped silently and nothing is requeued in
+a tight loop; other handlers have their own queues and keep flowing.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from kombu import Connection, Consumer
+from sqlalchemy import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared import inbox, metrics
+from shared.bus import (ATTEMPT_HEADER, ERROR_HEADER, EventPublisher, Subscription,
+                        dead_letter_queue_name, declare_topology, main_queue, retry_queue_name,
+                        supports_broker_retries)
+from shared.context import correlated
+from shared.events import Event, EventError, decode
+
+log = logging.getLogger(__name__)
+
+HandlerFn = Callable[[Session, Event], None]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A service's event handler: a name (its queue is ``<service>.<name>``), the event names it
+    consumes, and the function applying one event inside a transaction."""
+
+    name: str
+    events: tuple[str, ...]
+    fn: HandlerFn
+
+    def subscription(self, service: str) -> Subscription:
+        return Subscription(service=service, handler=self.name, events=self.events)
+
+
+class InboxHandler:
+    """Applies an event at most once per handler: inbox claim + effect + commit, together."""
+
+    def __init__(self, session_factory: sessionmaker[Session], inbox_table: Table, queue: str,
+                 fn: HandlerFn) -> None:
+        self.session_factory = session_factory
+        self.inbox_table = inbox_table
+        self.queue = queue
+        self.fn = fn
+
+    def __call__(self, event: Event) -> bool:
+        """Apply ``event``; False when it was a duplicate and nothing was done."""
+        with self.session_factory() as session:
+            if not inbox.claim(session, self.inbox_table, self.queue, event.id, event.type):
+                session.rollback()
+                return False
+            self.fn(session, event)
+            session.commit()
+            return True
+
+
+class ConsumerRunner:
+    """Consumes one handler's queue on its own connection until ``stop`` is set.
+
+    Reconnects with backoff, checks heartbeats while idle, finishes the message in hand and
+    leaves cleanly when stopped (unacked prefetched messages go back to the broker).
+    """
+
+    def __init__(self, connect: Callable[[], Connection], subscription: Subscription,
+                 apply: Callable[[Event], bool], *, retry_delays: Sequence[float], stop: threading.Event,
+                 prefetch: int = 50, after_commit: Callable[[Event], None] | None = None) -> None:
+        self.connect = connect
+        self.subscription = subscription
+        self.apply = apply
+        self.retry_delays = tuple(retry_delays)
+        self.stop = stop
+        self.prefetch = prefetch
+        # Test seam: called after the effect committed and before the ack.
+        self.after_commit = after_commit
+        self._publisher: EventPublisher | None = None
+        self._broker_retries = True
+        self.ready = threading.Event()
+
+    @property
+    def queue(self) -> str:
+        return self.subscription.queue
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                with self.connect() as conn:
+                    conn.ensure_connection(max_retries=3)
+                    declare_topology(conn, [self.subscription], self.retry_delays)
+                    self._broker_retries = supports_broker_retries(conn)
+                    self._publisher = EventPublisher(conn)
+                    channel = conn.channel()
+                    with Consumer(channel, queues=[main_queue(self.subscription)],
+                                  on_message=self._on_message, prefetch_count=self.prefetch):
+                        self.ready.set()
+                        log.info("consuming", extra={"queue": self.queue})
+                        backoff = 0.5
+                        while not self.stop.is_set():
+                            try:
+                                conn.drain_events(timeout=1)
+                            except (socket.timeout, TimeoutError):
+                                conn.heartbeat_check()
+            except Exception:  # noqa: BLE001 - reconnect on any broker or database failure
+                if self.stop.is_set():
+                    break
+                log.exception("consumer failed; reconnecting in %.1fs", backoff, extra={"queue": self.queue})
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                self.ready.clear()
+                self._publisher = None
+
+    def _on_message(self, message) -> None:  # noqa: ANN001 - kombu Message
+        headers = dict(message.headers or {})
+        try:
+            event = decode(message.body)
+        except EventError as exc:
+            log.error("undecodable message dead-lettered: %s", exc, extra={"queue": self.queue})
+            self._park(message.body, headers, message.properties.get("message_id") or "unknown", str(exc))
+            message.ack()
+            return
+        try:
+            with correlated(event.correlationid, event.id):
+                applied = self.apply(event)
+        except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
+            self._retry_or_park(message.body, headers, event, exc)
+            message.ack()
+            return
+        metrics.EVENTS_CONSUMED.labels(self.queue, "applied" if applied else "duplicate").inc()
+        if self.after_commit:
+            self.after_commit(event)
+        message.ack()
+
+    def _retry_or_park(self, body, headers: dict, event: Event, exc: Exception) -> None:  # noqa: ANN001
+        attempt = int(headers.get(ATTEMPT_HEADER, 0))
+        extra = {"queue": self.queue, "event_id": event.id, "event_type": event.type}
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        if attempt >= len(self.retry_delays):
+            log.error("handler failed after %d retries; dead-lettered: %s", attempt, error, extra=extra)
+            self._park(body, headers, event.id, error)
+            return
+        delay = self.retry_delays[attempt]
+        log.warning("handler failed (attempt %d), retry in %.1fs: %s", attempt + 1, delay, error, extra=extra)
+        headers = {**headers, ATTEMPT_HEADER: attempt + 1, ERROR_HEADER: error}
+        assert self._publisher is not None
+        if self._broker_retries:
+            self._publisher.publish_to_queue(retry_queue_name(self.queue, delay), body,
+                                             message_id=event.id, headers=headers)
+        else:
+            # In-memory transport: no TTL queues, so this handler's thread waits out the delay.
+            self.stop.wait(delay)
+            self._publisher.publish_to_queue(self.queue, body, message_id=event.id, headers=headers)
+        metrics.EVENTS_CONSUMED.labels(self.queue, "retried").inc()
+
+    def _park(self, body, headers: dict, message_id: str, error: str) -> None:  # noqa: ANN001
+        assert self._publisher is not None
+        self._publisher.publish_to_queue(dead_letter_queue_name(self.queue), body, message_id=message_id,
+                                         headers={**headers, ERROR_HEADER: error})
+        metrics.EVENTS_CONSUMED.labels(self.queue, "dead_lettered").inc()
