@@ -39,4 +39,5 @@ def claim(session: Session, table: Table, handler: str, event_id: str, event_typ
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - only the two dialects above are supported
         raise RuntimeError(f"inbox does not support {dialect}")
-    return session.execute(stmt).rowcount == 1
+    # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT DO NOTHING.
+    return session.execute(stmt.returning(table.c.event_id)).first() is not None

@@ -178,19 +178,20 @@ def test_compose_backing_services(compose):
     assert pg["image"] == "postgres:16"
     for svc in (rabbit, pg):
         assert svc["healthcheck"]["test"], "rabbitmq and postgres need a healthcheck"
-    mounts = {
-        v.split(":")[0]: v.split(":")[1]
-        for s in (rabbit, pg)
-        for v in s["volumes"]
-        if v.startswith("./")
-    }
+    mounts = {v.split(":")[0]: v.split(":")[1] for s in (rabbit, pg) for v in s["volumes"] if v.startswith("./")}
     assert mounts["./deploy/postgres/init.sql"].startswith("/docker-entrypoint-initdb.d/")
     assert mounts["./deploy/postgres/init.sql"].endswith(".sql")
     conf_target = mounts["./deploy/rabbitmq/rabbitmq.conf"]
-    assert conf_target == "/etc/rabbitmq/rabbitmq.conf" or re.fullmatch(r"/etc/rabbitmq/conf\.d/[\w.-]+\.conf", conf_target)
+    assert conf_target == "/etc/rabbitmq/rabbitmq.conf" or re.fullmatch(
+        r"/etc/rabbitmq/conf\.d/[\w.-]+\.conf", conf_target
+    )
     settings = dict(
         (k.strip(), v.strip())
-        for k, v in (line.split("=", 1) for line in RABBITMQ_CONF.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#"))
+        for k, v in (
+            line.split("=", 1)
+            for line in RABBITMQ_CONF.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        )
     )
     assert settings["load_definitions"] == mounts["./deploy/rabbitmq/definitions.json"]
     for source in mounts:
@@ -204,8 +205,7 @@ def test_compose_backing_services(compose):
 def test_compose_start_order(compose, service, kind):
     depends = compose["services"][f"{service}-{kind}"]["depends_on"]
     assert isinstance(depends, dict)
-    for target, cond in depends.items():
-        assert target in compose["services"]
+    assert set(depends) <= set(compose["services"])
     assert depends["postgres"] == {"condition": "service_healthy"}
     if kind == "migrate":
         assert set(depends) == {"postgres"}
@@ -242,7 +242,9 @@ def test_rabbitmq_definitions_match_compose(compose):
     if "password_hash" in user:
         raw = base64.b64decode(user["password_hash"])
         algo = user.get("hashing_algorithm", "rabbit_password_hashing_sha256")
-        digest = {"rabbit_password_hashing_sha256": hashlib.sha256, "rabbit_password_hashing_sha512": hashlib.sha512}[algo]
+        digest = {"rabbit_password_hashing_sha256": hashlib.sha256, "rabbit_password_hashing_sha512": hashlib.sha512}[
+            algo
+        ]
         assert raw[4:] == digest(raw[:4] + url.password.encode()).digest(), "password_hash does not match RABBITMQ_URL"
     else:
         assert user.get("password") == url.password
@@ -264,7 +266,10 @@ def _dockerfile(service: str):
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerfile(service):
     cmds = _dockerfile(service)
-    by = lambda name: [c for c in cmds if c.cmd == name]  # noqa: E731
+
+    def by(name: str) -> list:
+        return [c for c in cmds if c.cmd == name]
+
     assert [c.value for c in by("FROM")] == [("python:3.11-slim",)]
     copied = {src.rstrip("/") for c in by("COPY") for src in c.value[:-1]}
     assert {"pyproject.toml", "shared", "services", "deploy"} <= copied
@@ -295,9 +300,20 @@ def test_dockerignore_keeps_the_build_inputs():
     patterns = [
         p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
     ]
-    ignored = lambda path: any(fnmatch.fnmatch(path, p.removeprefix("**/")) or fnmatch.fnmatch(path, p) for p in patterns)  # noqa: E731
-    for needed in ("pyproject.toml", "README.md", "shared", "services", "deploy", "services/merchant/app.py",
-                   "deploy/gunicorn.conf.py", "services/points/migrations/env.py"):
+
+    def ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p.removeprefix("**/")) or fnmatch.fnmatch(path, p) for p in patterns)
+
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "shared",
+        "services",
+        "deploy",
+        "services/merchant/app.py",
+        "deploy/gunicorn.conf.py",
+        "services/points/migrations/env.py",
+    ):
         parts = needed.split("/")
         assert not any(ignored("/".join(parts[: i + 1])) for i in range(len(parts))), f"{needed} is ignored"
     for junk in (".git", ".venv", "tests"):
@@ -346,14 +362,53 @@ def test_init_sql_runs_on_a_fresh_cluster():
         os.chown(tmp, pg_user.pw_uid, pg_user.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, port = tmp / "data", _free_port()
-    run = lambda *args, **kw: subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True, text=True, timeout=120, **kw)  # noqa: E731
+
+    def run(*args, **kw) -> None:
+        subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True, text=True, timeout=120, **kw)
+
     try:
-        run(bindir / "initdb", "-D", data, "-U", "postgres", "-E", "UTF8", "--locale=C",
-            "--auth-local=trust", "--auth-host=scram-sha-256")
-        run(bindir / "pg_ctl", "-D", data, "-l", tmp / "log", "-w", "-t", "60", "start",
-            "-o", f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1")
-        run(bindir / "psql", "-v", "ON_ERROR_STOP=1", "-h", tmp, "-p", port, "-U", "postgres",
-            "-d", "postgres", "--no-password", "-f", "-", input=INIT_SQL.read_text())
+        run(
+            bindir / "initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        )
+        run(
+            bindir / "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            tmp / "log",
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1",
+        )
+        run(
+            bindir / "psql",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            tmp,
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "--no-password",
+            "-f",
+            "-",
+            input=INIT_SQL.read_text(),
+        )
         roles = init_sql_roles()
         for service in SERVICES:
             conninfo = dict(host="127.0.0.1", port=port, user=service, password=roles[service], connect_timeout=10)
@@ -369,8 +424,11 @@ def test_init_sql_runs_on_a_fresh_cluster():
         pytest.fail(f"{exc.cmd[len(prefix)]} failed: {exc.stderr}\n{log}")
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -389,7 +447,10 @@ def _load_k8s() -> list[tuple[str, dict]]:
 K8S_DOCS = _load_k8s()
 K8S_IDS = [f"{f}:{d['kind']}/{d['metadata']['name']}" for f, d in K8S_DOCS]
 OBJECTS = {(d["kind"], d["metadata"]["name"]): d for _, d in K8S_DOCS}
-IS_KEDA = lambda doc: doc["apiVersion"].startswith("keda.sh/")  # noqa: E731
+
+
+def is_keda(doc: dict) -> bool:
+    return doc["apiVersion"].startswith("keda.sh/")
 
 
 def test_k8s_objects_are_unique_and_namespaced():
@@ -403,8 +464,8 @@ def test_k8s_objects_are_unique_and_namespaced():
 @pytest.mark.parametrize(
     "doc",
     # KEDA's CRDs have no schema in kubernetes-validate: see test_k8s_merchant_worker_scales_on_queue_depth
-    [d for _, d in K8S_DOCS if not IS_KEDA(d)],
-    ids=[i for i, (_, d) in zip(K8S_IDS, K8S_DOCS) if not IS_KEDA(d)],
+    [d for _, d in K8S_DOCS if not is_keda(d)],
+    ids=[i for i, (_, d) in zip(K8S_IDS, K8S_DOCS, strict=True) if not is_keda(d)],
 )
 def test_k8s_manifest_matches_kubernetes_schema(doc, version):
     kv = pytest.importorskip("kubernetes_validate", reason="dev extra 'kubernetes-validate' is not installed")
@@ -442,10 +503,13 @@ def _container(service: str, kind: str) -> dict:
 
 def _env(container: dict) -> dict[str, str]:
     """The container's environment as Kubernetes resolves it from the manifests."""
+
     def source(kind: str, name: str) -> dict[str, str]:
         obj = OBJECTS[(kind, name)]
         values = dict(obj.get("stringData", {}))
-        values.update({k: base64.b64decode(v).decode() if kind == "Secret" else v for k, v in obj.get("data", {}).items()})
+        values.update(
+            {k: base64.b64decode(v).decode() if kind == "Secret" else v for k, v in obj.get("data", {}).items()}
+        )
         return values
 
     env: dict[str, str] = {}
@@ -458,7 +522,9 @@ def _env(container: dict) -> dict[str, str]:
         if "value" in item:
             env[item["name"]] = item["value"]
         else:
-            (kind, ref), = ((("ConfigMap" if k == "configMapKeyRef" else "Secret"), v) for k, v in item["valueFrom"].items())
+            ((kind, ref),) = (
+                (("ConfigMap" if k == "configMapKeyRef" else "Secret"), v) for k, v in item["valueFrom"].items()
+            )
             env[item["name"]] = source(kind, ref["name"])[ref["key"]]
     return env
 
@@ -507,8 +573,9 @@ def test_k8s_api_probes_and_service(service):
         assert worker_ports[liveness["port"]] == int(worker_env["METRICS_PORT"])
 
 
-@pytest.mark.parametrize(("kind", "name"), [k for k in OBJECTS if k[0] in ("Deployment", "StatefulSet", "Job")],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("kind", "name"), [k for k in OBJECTS if k[0] in ("Deployment", "StatefulSet", "Job")], ids=lambda v: str(v)
+)
 def test_k8s_pods_have_requests_and_matching_selectors(kind, name):
     obj = OBJECTS[(kind, name)]
     template = obj["spec"]["template"]
@@ -527,7 +594,10 @@ def test_k8s_backing_services_and_init_sql():
     assert {p["port"] for p in OBJECTS[("Service", "postgres")]["spec"]["ports"]} == {5432}
     assert 5672 in {p["port"] for p in OBJECTS[("Service", "rabbitmq")]["spec"]["ports"]}
     assert OBJECTS[("StatefulSet", "postgres")]["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:16"
-    assert OBJECTS[("StatefulSet", "rabbitmq")]["spec"]["template"]["spec"]["containers"][0]["image"] == "rabbitmq:3.13-management"
+    assert (
+        OBJECTS[("StatefulSet", "rabbitmq")]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "rabbitmq:3.13-management"
+    )
     assert OBJECTS[("ConfigMap", "postgres-init")]["data"]["init.sql"] == INIT_SQL.read_text(), (
         "deploy/k8s/10-postgres.yaml must embed deploy/postgres/init.sql unchanged"
     )
@@ -548,8 +618,17 @@ def test_k8s_merchant_api_scales_on_cpu():
 def test_k8s_merchant_worker_scales_on_queue_depth():
     so = OBJECTS[("ScaledObject", "merchant-worker")]
     assert so["apiVersion"] == "keda.sh/v1alpha1"
-    assert set(so["spec"]) <= {"scaleTargetRef", "minReplicaCount", "maxReplicaCount", "pollingInterval",
-                               "cooldownPeriod", "idleReplicaCount", "fallback", "advanced", "triggers"}
+    assert set(so["spec"]) <= {
+        "scaleTargetRef",
+        "minReplicaCount",
+        "maxReplicaCount",
+        "pollingInterval",
+        "cooldownPeriod",
+        "idleReplicaCount",
+        "fallback",
+        "advanced",
+        "triggers",
+    }
     target = so["spec"]["scaleTargetRef"]
     assert target.get("kind", "Deployment") == "Deployment" and target["name"] == "merchant-worker"
     assert ("Deployment", target["name"]) in OBJECTS
@@ -571,7 +650,10 @@ def test_k8s_merchant_worker_scales_on_queue_depth():
     host = urlsplit(OBJECTS[("Secret", ref["name"])]["stringData"][ref["key"]])
     app = urlsplit(_env(_container("merchant", "worker"))["RABBITMQ_URL"])
     # KEDA's operator lives in another namespace: same broker and credentials, namespaced host name.
-    assert host.scheme == "amqp" and host.hostname in (f"rabbitmq.{NAMESPACE}.svc", f"rabbitmq.{NAMESPACE}.svc.cluster.local")
+    assert host.scheme == "amqp" and host.hostname in (
+        f"rabbitmq.{NAMESPACE}.svc",
+        f"rabbitmq.{NAMESPACE}.svc.cluster.local",
+    )
     assert (host.username, host.password, host.port, host.path) == (app.username, app.password, app.port, app.path)
 
 
