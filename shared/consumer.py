@@ -30,7 +30,7 @@ from shared.bus import (ATTEMPT_HEADER, ERROR_HEADER, EventPublisher, Subscripti
                         dead_letter_queue_name, declare_topology, main_queue, retry_queue_name,
                         supports_broker_retries)
 from shared.context import correlated
-from shared.events import Event, EventError, decode
+from shared.events import Event, decode
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class ConsumerRunner:
         headers = dict(message.headers or {})
         try:
             event = decode(message.body)
-        except EventError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever cannot be decoded is parked, never redelivered
             log.error("undecodable message dead-lettered: %s", exc, extra={"queue": self.queue})
             self._park(message.body, headers, message.properties.get("message_id") or "unknown", str(exc))
             message.ack()

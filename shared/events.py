@@ -275,7 +275,10 @@ def new_event(name: str, data: dict[str, Any], *, service: str, subject: str, st
     being handled (if any) becomes the causation id.
     """
     schema = _schema(name, version)()
-    errors = schema.validate(schema.dump(data))
+    try:
+        errors = schema.validate(schema.dump(data))
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise EventError(f"{name}.v{version} data invalid: {exc}") from None
     if errors:
         raise EventError(f"{name}.v{version} data invalid: {errors}")
     return Event(
@@ -304,17 +307,23 @@ def decode(body: bytes | str | dict[str, Any]) -> Event:
         raise EventError(f"envelope lacks {', '.join(missing)}")
     if raw["specversion"] != SPECVERSION:
         raise EventError(f"unsupported specversion {raw['specversion']!r}")
+    if not isinstance(raw["type"], str):
+        raise EventError("type is not a string")
     name, version = parse_type(raw["type"])
     try:
         data = _schema(name, version)().load(raw["data"])
-        when = datetime.fromisoformat(str(raw["time"]).replace("Z", "+00:00"))
     except ValidationError as exc:
         raise EventError(f"{name}.v{version} data invalid: {exc.messages}") from None
-    except ValueError as exc:
-        raise EventError(f"bad time: {exc}") from None
+    try:
+        when = datetime.fromisoformat(str(raw["time"]).replace("Z", "+00:00"))
+        sequence = int(raw.get("sequence", 1))
+    except (TypeError, ValueError) as exc:
+        raise EventError(f"bad time or sequence: {exc}") from None
+    if when.tzinfo is None:
+        raise EventError("time has no UTC offset (RFC 3339 requires one)")
     return Event(
         name=name, version=version, data=data, source=raw["source"], subject=str(raw["subject"]),
         id=str(raw["id"]), time=when, street=raw.get("street", "tianfu"),
-        sequence=int(raw.get("sequence", 1)), correlationid=raw.get("correlationid"),
+        sequence=sequence, correlationid=raw.get("correlationid"),
         causationid=raw.get("causationid"),
     )

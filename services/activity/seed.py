@@ -41,3 +41,14 @@ def seed(kit: ServiceKit) -> bool:
                 "points": row["points"], "skills": row["skills"]}, subject=activity_id)
         session.commit()
     return True
+
+
+def main() -> None:
+    """``python -m services.activity.seed``: seed the demo data into ``DATABASE_URL`` (after migrating)."""
+    from services.activity.models import metadata
+    from shared.service import bootstrap
+    seed(bootstrap("activity", metadata))
+
+
+if __name__ == "__main__":
+    main()

@@ -24,3 +24,14 @@ def seed(kit: ServiceKit) -> bool:
                     user_id=demo.stable_id("user", spec["phone"]))
         created = True
     return created
+
+
+def main() -> None:
+    """``python -m services.gateway.seed``: seed the demo data into ``DATABASE_URL`` (after migrating)."""
+    from services.gateway.models import metadata
+    from shared.service import bootstrap
+    seed(bootstrap("gateway", metadata))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,3 +30,14 @@ def seed(kit: ServiceKit) -> bool:
                                        closes_at=time.fromisoformat(popup["closes_at"]))
         session.commit()
     return True
+
+
+def main() -> None:
+    """``python -m services.merchant.seed``: seed the demo data into ``DATABASE_URL`` (after migrating)."""
+    from services.merchant.models import metadata
+    from shared.service import bootstrap
+    seed(bootstrap("merchant", metadata))
+
+
+if __name__ == "__main__":
+    main()

@@ -241,11 +241,7 @@ def test_new_event_rejects_invalid_data(name: str, data: dict[str, Any]) -> None
         new_event(name, data, service="activity", subject="a")
 
 
-# Known defects of shared/events.py (reported, not fixed here). Strict: when the code is fixed
-# these start passing, fail as XPASS, and the marker must be removed.
-@pytest.mark.xfail(strict=True, raises=(ValueError, TypeError, AttributeError),
-                   reason="decode lets ValueError/TypeError/AttributeError escape for a malformed sequence "
-                   "or type (the consumer then crash-loops on the message instead of dead-lettering it)")
+# A malformed envelope must be an EventError, so the consumer parks it instead of crash-looping.
 @pytest.mark.parametrize("changes", [{"sequence": "x"}, {"sequence": None}, {"type": 5}],
                          ids=["sequence-text", "sequence-null", "type-not-string"])
 def test_malformed_extension_or_type_is_an_event_error(changes: dict[str, Any]) -> None:
@@ -253,15 +249,11 @@ def test_malformed_extension_or_type_is_an_event_error(changes: dict[str, Any]) 
         decode(json.dumps(envelope(**changes)))
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="decode accepts a time without UTC offset (naive datetime); CloudEvents requires RFC 3339")
 def test_time_without_offset_is_an_event_error() -> None:
     with pytest.raises(EventError):
         decode(json.dumps(envelope(time="2024-05-01T08:00:00")))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="new_event raises a bare ValueError when dumping a non-numeric Int")
 def test_new_event_non_numeric_int_is_an_event_error() -> None:
     with pytest.raises(EventError):
         completed(points="many")

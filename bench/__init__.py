@@ -1,0 +1,1 @@
+"""Benchmarks against real RabbitMQ and PostgreSQL (see bench/README.md)."""
