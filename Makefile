@@ -23,6 +23,7 @@ test: lint
 	$(BIN)/pytest
 
 lint: install
+	$(BIN)/ruff check shared services system tests bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m shared.asyncapi --check
 	$(BIN)/python -m system.rabbitmq_definitions --check

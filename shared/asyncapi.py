@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from marshmallow import Schema, fields, validate
 
 from shared.bus import EXCHANGE_NAME, dead_letter_queue_name
-from shared.events import CATALOGUE, CONTENT_TYPE, SPECVERSION, Event, EventData, event_type
+from shared.events import CATALOGUE, CONTENT_TYPE, SPECVERSION, Event, event_type
 
 ASYNCAPI_VERSION = "3.0.0"
 DOC_VERSION = "1.0.0"

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy import Column, MetaData, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+from shared.db import UtcDateTime
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -20,7 +22,7 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("handler", String(120), primary_key=True),
         Column("event_id", String(64), primary_key=True),
         Column("event_type", String(120), nullable=False),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        Column("processed_at", UtcDateTime, nullable=False),
     )
 
 

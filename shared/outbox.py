@@ -16,13 +16,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import (Column, DateTime, Index, Integer, MetaData, String, Table, Text, func,
+from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, func,
                         or_, select, update)
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import metrics
 from shared.bus import EventPublisher, PublishError
-from shared.db import BigId
+from shared.db import BigId, UtcDateTime
 from shared.events import Event
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("routing_key", String(120), nullable=False),
         Column("subject", String(120), nullable=False),
         Column("payload", Text, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("published_at", DateTime(timezone=True), nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("published_at", UtcDateTime, nullable=True),
         Column("attempts", Integer, nullable=False, default=0),
-        Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+        Column("next_attempt_at", UtcDateTime, nullable=True),
         Column("last_error", Text, nullable=True),
     )
     Index("ix_outbox_unpublished", table.c.id,

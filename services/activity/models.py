@@ -1,10 +1,10 @@
 """The activity database: organisations, volunteer profiles, activities, sign-ups, completions."""
 from __future__ import annotations
 
-from sqlalchemy import (JSON, CheckConstraint, Column, DateTime, Float, ForeignKey, Index, Integer, String, Table,
+from sqlalchemy import (JSON, CheckConstraint, Column, Float, ForeignKey, Index, Integer, String, Table,
                         Text, UniqueConstraint)
 
-from shared.db import make_metadata
+from shared.db import UtcDateTime, make_metadata
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -24,7 +24,7 @@ volunteer_profiles = Table(
     Column("display_name", String(100), nullable=False),
     Column("org_code", String(40), nullable=True),
     Column("skills", JSON, nullable=False, default=list),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 activities = Table(
@@ -35,8 +35,8 @@ activities = Table(
     Column("description", Text, nullable=False, default=""),
     Column("location", String(200), nullable=True),
     Column("skills", JSON, nullable=False, default=list),
-    Column("starts_at", DateTime(timezone=True), nullable=False),
-    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
     Column("capacity", Integer, nullable=False),
     Column("signed_up", Integer, nullable=False, default=0),
     Column("points", Integer, nullable=False),
@@ -45,7 +45,7 @@ activities = Table(
     Column("status", String(12), nullable=False),
     Column("version", Integer, nullable=False, default=1),
     Column("created_by", String(36), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     Column("cancel_reason", String(300), nullable=True),
     CheckConstraint("signed_up >= 0 AND signed_up <= capacity", name="within_capacity"),
     CheckConstraint("points >= 0", name="points_not_negative"),
@@ -58,7 +58,7 @@ signups = Table(
     Column("activity_id", String(36), ForeignKey("activities.id"), nullable=False),
     Column("user_id", String(36), nullable=False),
     Column("status", String(12), nullable=False),  # signed_up | cancelled | completed
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("activity_id", "user_id", name="uq_signups_activity_user"),
 )
 Index("ix_signups_user_id", signups.c.user_id)
@@ -71,7 +71,7 @@ completions = Table(
     Column("points", Integer, nullable=False),
     Column("hours", Float, nullable=False),
     Column("completed_by", String(36), nullable=False),
-    Column("completed_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", UtcDateTime, nullable=False),
     # One completion per participant per activity: points can never be issued twice for it.
     UniqueConstraint("activity_id", "user_id", name="uq_completions_activity_user"),
 )

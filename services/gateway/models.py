@@ -1,9 +1,9 @@
 """The gateway database: identity (users, credentials, roles, memberships) and idempotency keys."""
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, JSON, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, Integer, JSON, String, Table, Text, UniqueConstraint
 
-from shared.db import BigId, make_metadata
+from shared.db import BigId, UtcDateTime, make_metadata
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -19,7 +19,7 @@ users = Table(
     Column("org_code", String(40), nullable=True),
     Column("merchant_id", String(36), nullable=True),
     Column("skills", JSON, nullable=False, default=list),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 idempotency_keys = Table(
@@ -30,7 +30,7 @@ idempotency_keys = Table(
     Column("fingerprint", String(64), nullable=False),  # hash of method, path and body
     Column("status", Integer, nullable=False),
     Column("body", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("owner", "key", name="uq_idempotency_keys_owner_key"),
 )
 

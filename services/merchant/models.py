@@ -1,10 +1,10 @@
 """The merchant database: alliance merchants, offers (redemption scenes), pop-up redemption points."""
 from __future__ import annotations
 
-from sqlalchemy import (CheckConstraint, Column, Date, DateTime, ForeignKey, Index, Integer, String, Table, Text,
+from sqlalchemy import (CheckConstraint, Column, Date, ForeignKey, Index, Integer, String, Table, Text,
                         Time)
 
-from shared.db import make_metadata
+from shared.db import UtcDateTime, make_metadata
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -18,7 +18,7 @@ merchants = Table(
     Column("category", String(30), nullable=False),
     Column("address", String(200), nullable=True),
     Column("status", String(12), nullable=False),  # pending | active
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 offers = Table(
@@ -32,7 +32,7 @@ offers = Table(
     Column("stock", Integer, nullable=False),
     Column("per_user_limit", Integer, nullable=False, default=1),
     Column("status", String(12), nullable=False),  # draft | published | withdrawn
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     CheckConstraint("stock >= 0", name="stock_not_negative"),
     CheckConstraint("points_price > 0", name="price_positive"),
 )

@@ -1,9 +1,9 @@
 """The points database: a double-entry ledger (after TigerBeetle) plus outbox and inbox."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, String, Table, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Column, Index, String, Table, UniqueConstraint
 
-from shared.db import make_metadata
+from shared.db import UtcDateTime, make_metadata
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -19,7 +19,7 @@ accounts = Table(
     Column("credits_posted", BigInteger, nullable=False, default=0),
     Column("debits_pending", BigInteger, nullable=False, default=0),
     Column("credits_pending", BigInteger, nullable=False, default=0),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("kind", "owner", name="uq_accounts_kind_owner"),
     CheckConstraint("debits_posted >= 0 AND credits_posted >= 0 AND debits_pending >= 0 AND credits_pending >= 0",
                     name="amounts_not_negative"),
@@ -37,11 +37,11 @@ transfers = Table(
     Column("pending_id", String(36), nullable=True),
     # for pending transfers: pending -> posted | voided | expired
     Column("status", String(12), nullable=False),
-    Column("timeout_at", DateTime(timezone=True), nullable=True),
+    Column("timeout_at", UtcDateTime, nullable=True),
     Column("cause_type", String(20), nullable=False),
     Column("cause_id", String(64), nullable=False),
     Column("memo", String(200), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
 )
