@@ -111,6 +111,10 @@ class Runtime:
         worker.start()
         self.workers.append((name, worker))
 
+    def pids(self) -> dict[int, str]:
+        """{pid: role} of the role processes (empty in thread mode)."""
+        return {worker.pid: name for name, worker in self.workers if self.ctx and worker.pid}
+
     def check(self) -> None:
         """Raise if a role reported a crash or a role process died."""
         self.collect()
@@ -177,6 +181,80 @@ def _local_stop(stop: Any) -> threading.Event:
         local.set()
     threading.Thread(target=bridge, daemon=True).start()
     return local
+
+
+# ---- CPU accounting (Linux /proc; silently empty elsewhere) ----------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_snapshot() -> tuple[float, dict[int, tuple[str, float]]]:
+    """(machine busy CPU-seconds, {pid: (command name, CPU-seconds)}) from /proc."""
+    busy = 0.0
+    procs: dict[int, tuple[str, float]] = {}
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / _TICK  # all but idle and iowait
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    raw = fh.read()
+            except OSError:
+                continue
+            comm = raw[raw.index("(") + 1:raw.rindex(")")]
+            rest = raw[raw.rindex(")") + 2:].split()
+            procs[int(entry)] = (comm, (int(rest[11]) + int(rest[12])) / _TICK)
+    except (OSError, ValueError, IndexError):
+        pass
+    return busy, procs
+
+
+class CpuMeter:
+    """CPU used between ``start()`` and ``stop()``: whole machine, and per group of processes."""
+
+    def __init__(self, roles: dict[int, str] | None = None) -> None:
+        self.roles = roles or {}
+
+    def start(self) -> None:
+        self.began = time.monotonic()
+        self.before = _cpu_snapshot()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.began
+        busy_after, after = _cpu_snapshot()
+        busy_before, before = self.before
+        if not after or wall <= 0:
+            return {}
+        me = os.getpid()
+        groups: dict[str, float] = {}
+        for pid, (comm, used) in after.items():
+            delta = used - before.get(pid, (comm, 0.0))[1]
+            if delta <= 0:
+                continue
+            if pid in self.roles:
+                group = self.roles[pid]
+            elif pid == me:
+                group = "bench (this process" + (", all roles)" if not self.roles else ")")
+            elif comm.startswith("postgres"):
+                group = "postgresql"
+            elif comm.startswith("beam") or comm in ("erl_child_setup", "epmd", "inet_gethost"):
+                group = "rabbitmq"
+            else:
+                group = "other"
+            groups[group] = groups.get(group, 0.0) + delta
+        cpus = os.cpu_count() or 1
+        return {"wall_s": wall, "machine_busy_pct": 100 * (busy_after - busy_before) / (wall * cpus),
+                "cores_used": {k: round(v / wall, 2) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}}
+
+
+def cpu_line(cpu: dict[str, Any]) -> str:
+    if not cpu:
+        return ""
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["cores_used"].items() if v >= 0.01)
+    return f"CPU {cpu['machine_busy_pct']:.0f}% of {os.cpu_count()} cores busy; cores used: {parts}"
 
 
 # ---- roles (top level: they are pickled by reference into spawned processes) -----------------
@@ -362,9 +440,12 @@ def run_raw_postgres(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
         say(f"raw_postgres: warm-up, {opts.warmup} x (UPDATE + INSERT + COMMIT) on one connection")
         loop(opts.warmup)
         say(f"raw_postgres: measuring {opts.events} transactions")
+        meter = CpuMeter()
+        meter.start()
         began = time.monotonic()
         done = loop(opts.events)
         phase.seconds = time.monotonic() - began
+        phase.detail["cpu"] = meter.stop()
         phase.events = done
         phase.complete = done == opts.events
         counter = conn.execute("SELECT n FROM bench_counter WHERE id = 1").fetchone()[0]
@@ -374,6 +455,7 @@ def run_raw_postgres(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
     if not phase.complete:
         phase.note = f"timed out after {done} transactions"
     say(f"raw_postgres: {done} transactions in {phase.seconds:.2f}s = {phase.rate:,.0f}/s")
+    say(f"raw_postgres: {cpu_line(phase.detail['cpu'])}")
     return phase
 
 
@@ -398,15 +480,18 @@ def run_raw_kombu(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
             rt.wait_message("consumed", deadline, lambda m: m[1] == opts.warmup)
             rt.wait_message("published", deadline)
         say(f"raw_kombu: measuring {opts.events} messages")
+        meter = CpuMeter(rt.pids())
+        meter.start()
         commands.put(opts.events)
         _, _, began, published_at = rt.wait_message("published", deadline)
         _, _, consumed_at = rt.wait_message("consumed", deadline, lambda m: m[1] == opts.warmup + opts.events)
         phase.seconds = consumed_at - began
         phase.complete = True
         phase.detail = {"publish_seconds": published_at - began,
-                        "publish_only_per_s": opts.events / (published_at - began)}
+                        "publish_only_per_s": opts.events / (published_at - began), "cpu": meter.stop()}
         say(f"raw_kombu: {opts.events} messages in {phase.seconds:.2f}s = {phase.rate:,.0f}/s "
             f"(publishing alone took {published_at - began:.2f}s)")
+        say(f"raw_kombu: {cpu_line(phase.detail['cpu'])}")
     except TimeoutError as exc:
         phase.note = f"timed out: {exc}"
         say(f"raw_kombu: {phase.note}")
@@ -461,6 +546,8 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
             rt.wait_message("produced", deadline)
         target = opts.warmup + opts.events
         say(f"pipeline: measuring {opts.events} events (polling effects every {opts.poll * 1000:.0f} ms)")
+        meter = CpuMeter(rt.pids())
+        meter.start()
         sent_at = time.monotonic()
         commands.put((opts.events, opts.warmup))
         produced: tuple | None = None
@@ -487,6 +574,7 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
             if polled_at > deadline:
                 raise TimeoutError(f"only {done - opts.warmup}/{opts.events} effects")
             time.sleep(opts.poll)
+        cpu = meter.stop()
         if produced is None:
             produced = rt.wait_message("produced", deadline)
         _, _, began, produced_at = produced
@@ -503,13 +591,14 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
             "last_effect_at_s": ended - began,
             "command_latency_s": began - sent_at,
             "effects": effects_total, "distinct_effects": distinct, "unpublished_left": unpublished(),
-            "progress": samples,
+            "progress": samples, "cpu": cpu,
         }
         if effects_total != distinct or effects_total != target:
             phase.note = f"WRONG: {effects_total} effects for {distinct} distinct events, expected {target}"
         say(f"pipeline: {opts.events} events in {phase.seconds:.2f}s = {phase.rate:,.0f}/s "
             f"(producer done at {produced_at - began:.2f}s = {opts.events / (produced_at - began):,.0f}/s, "
             f"outbox drained at {drained_at - began:.2f}s, last effect at {ended - began:.2f}s)")
+        say(f"pipeline: {cpu_line(cpu)}")
     except TimeoutError as exc:
         phase.note = f"timed out: {exc}"
         say(f"pipeline: {phase.note}")

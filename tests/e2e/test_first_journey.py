@@ -160,3 +160,14 @@ def test_ops_endpoints_on_every_api(system: RunningSystem):
         assert "guangmang_http_requests_total" in requests.get(f"{system.url(service)}/metrics").text
     spec = requests.get(f"{system.gateway}/api/v1/openapi.json").json()
     assert "/api/v1/points/balance" in spec["paths"] and "/api/v1/home" in spec["paths"]
+
+
+def test_a_worker_stops_cleanly_on_sigterm_and_its_replacement_carries_on(system: RunningSystem):
+    assert system.kill("activity-worker", signal.SIGTERM) == 0
+    system.spawn("activity", "worker")
+    resp = requests.post(f"{system.gateway}/api/v1/auth/register", json={
+        "phone": "13912349999", "password": "volunteer-2026", "display_name": "新居民", "community": "xuefu"})
+    assert resp.status_code == 201
+    user_id = resp.json()["user"]["id"]
+    eventually(lambda: rows(system.databases["activity"], "select org_code from volunteer_profiles where user_id=%s",
+                            user_id) == [("xuefu",)], message="profile opened by the new worker")

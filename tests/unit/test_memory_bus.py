@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from shared.bus import (ATTEMPT_HEADER, ERROR_HEADER, EventPublisher, dead_letter_queue_name,
                         declare_topology)
 from shared.consumer import ConsumerRunner, Handler, InboxHandler
+from shared.context import correlated
 from shared.db import make_engine, make_session_factory
 from shared.events import Event
 from shared.outbox import OutboxRelay, replay_all
@@ -153,7 +154,6 @@ def test_the_correlation_id_of_the_producer_reaches_the_consumer(bus: MemoryBus)
     seen: list[Event] = []
     bus.consumer(handler, after_commit=seen.append)
     bus.relay()
-    from shared.context import correlated
     with correlated("corr-from-request"):
         [order_id] = h.produce(bus.sessions, bus.service, 1)
     [event] = eventually(lambda: list(seen), timeout=TIMEOUT, message="the delivery")
