@@ -119,7 +119,7 @@ class Runtime:
         """Raise if a role reported a crash or a role process died."""
         self.collect()
         for name, worker in self.workers:
-            if self.ctx and worker.exitcode is not None:
+            if self.ctx and worker.exitcode not in (None, 0):  # a crash it could not report
                 raise RoleFailed(f"{name} exited with code {worker.exitcode}")
 
     def collect(self) -> None:
@@ -243,7 +243,7 @@ class CpuMeter:
             elif comm.startswith("beam") or comm in ("erl_child_setup", "epmd", "inet_gethost"):
                 group = "rabbitmq"
             else:
-                group = "other"
+                group = f"other ({comm})" if os.environ.get("BENCH_CPU_DETAIL") else "other"
             groups[group] = groups.get(group, 0.0) + delta
         cpus = os.cpu_count() or 1
         return {"wall_s": wall, "machine_busy_pct": 100 * (busy_after - busy_before) / (wall * cpus),
@@ -610,9 +610,112 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
     return phase
 
 
+def _backlog_drain(label: str, progress: Callable[[], int], total: int, rt: Runtime, poll: float,
+                   deadline: float) -> Phase:
+    """Time one stage working off a backlog of ``total``: from its first visible progress (so
+    process start-up and connecting are left out) to the poll that sees all of it done."""
+    phase = Phase(f"stage:{label}", total)
+    meter = CpuMeter(rt.pids())
+    first: tuple[float, int] | None = None
+    last_report = time.monotonic()
+    while True:
+        polled_at = time.monotonic()
+        done = progress()
+        if first is None and done > 0:
+            first = (polled_at, done)
+            meter.start()
+        if done >= total:
+            break
+        rt.check()
+        if polled_at - last_report >= 1.0:
+            say(f"stages: {label} {done}/{total}")
+            last_report = polled_at
+        if polled_at > deadline:
+            phase.note = f"timed out at {done}/{total}"
+            say(f"stages: {label} {phase.note}")
+            return phase
+        time.sleep(poll)
+    assert first is not None
+    phase.events = total - first[1]
+    phase.seconds = polled_at - first[0]
+    phase.complete = True
+    phase.detail["cpu"] = meter.stop() if phase.seconds > 0 else {}
+    say(f"stages: {label} alone: {phase.events} in {phase.seconds:.2f}s = {phase.rate:,.0f}/s; "
+        f"{cpu_line(phase.detail['cpu'])}")
+    return phase
+
+
+def run_stages(opts: argparse.Namespace, cleanup: Cleanup) -> list[Phase]:
+    """Diagnostic: each pipeline stage alone, working off a backlog the previous one left.
+
+    producer (no relay, no consumer running) -> the outbox holds warm-up + N rows; relay alone
+    drains it into the bound queue; consumer alone drains the queue. Shows which stage caps the
+    pipeline and what the stages cost when they do not compete for the CPUs.
+    """
+    import psycopg
+    from kombu import Connection
+
+    from shared.bus import declare_topology
+    from shared.db import make_engine
+    from tests.support import bus_harness as h
+    broker = cleanup.infra.rabbitmq_url
+    url = cleanup.infra.database("bench_stages")
+    cleanup.databases.append(url)
+    engine = make_engine(url)
+    h.metadata.create_all(engine)
+    engine.dispose()
+    service = f"bench{uuid.uuid4().hex[:6]}"
+    queue = f"{service}.apply"
+    cleanup.queues += [queue, f"{queue}.dlq"] + [f"{queue}.retry.{int(d * 1000)}" for d in RETRY_DELAYS]
+    with Connection(broker) as conn:
+        declare_topology(conn, [h.handler().subscription(service)], RETRY_DELAYS)
+    total = opts.warmup + opts.events
+    rt = Runtime(opts.mode, opts.profile and os.path.join(opts.profile, "stages"))
+    relay_stop, consumer_stop, ready, commands = rt.event(), rt.event(), rt.event(), rt.queue()
+    deadline = time.monotonic() + opts.phase_timeout
+    poller = psycopg.connect(_libpq(url), autocommit=True)
+    results: list[Phase] = []
+    try:
+        say(f"stages: producer alone ({opts.warmup} warm-up + {opts.events} events, nothing consuming)")
+        rt.start("producer", _pipeline_producer, url, service, commands, rt.results)
+        if opts.warmup:
+            commands.put((opts.warmup, 0))
+            rt.wait_message("produced", deadline)
+        meter = CpuMeter(rt.pids())
+        meter.start()
+        commands.put((opts.events, opts.warmup))
+        _, _, began, ended = rt.wait_message("produced", deadline)
+        producer = Phase("stage:producer", opts.events, ended - began, True, detail={"cpu": meter.stop()})
+        say(f"stages: producer alone: {opts.events} in {producer.seconds:.2f}s = {producer.rate:,.0f}/s; "
+            f"{cpu_line(producer.detail['cpu'])}")
+        results.append(producer)
+        commands.put(None)
+
+        say(f"stages: relay alone (batch {opts.batch_size}) on {total} outbox rows")
+        rt.start("relay", _pipeline_relay, url, broker, service, opts.batch_size, opts.idle, relay_stop)
+        unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        results.append(_backlog_drain("relay", lambda: total - poller.execute(unpublished).fetchone()[0],
+                                      total, rt, opts.poll, deadline))
+        relay_stop.set()
+
+        say(f"stages: consumer alone (prefetch {opts.prefetch}) on {total} queued messages")
+        rt.start("consumer", _pipeline_consumer, url, broker, service, opts.prefetch, consumer_stop, ready)
+        results.append(_backlog_drain("consumer", lambda: poller.execute("SELECT count(*) FROM effects").fetchone()[0],
+                                      total, rt, opts.poll, deadline))
+    except TimeoutError as exc:
+        say(f"stages: timed out: {exc}")
+    finally:
+        relay_stop.set()
+        consumer_stop.set()
+        commands.put(None)
+        rt.shutdown()
+        poller.close()
+    return results
+
+
 # ---- main -----------------------------------------------------------------------------------
 
-PHASES = {"postgres": run_raw_postgres, "kombu": run_raw_kombu, "pipeline": run_pipeline}
+PHASES = {"postgres": run_raw_postgres, "kombu": run_raw_kombu, "pipeline": run_pipeline, "stages": run_stages}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -626,7 +729,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=0.05, help="relay idle_seconds (default 0.05)")
     parser.add_argument("--poll", type=float, default=0.01, help="effects poll interval, s (default 0.01)")
     parser.add_argument("--phases", default="postgres,kombu,pipeline",
-                        help="comma-separated subset of postgres,kombu,pipeline")
+                        help="comma-separated, in order, from postgres,kombu,pipeline,stages "
+                             "(default postgres,kombu,pipeline; 'stages' times producer, relay and "
+                             "consumer each alone, as a diagnostic)")
     parser.add_argument("--phase-timeout", type=float, default=120.0, help="give up on a phase after this (s)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument("--profile", metavar="DIR",
@@ -694,8 +799,9 @@ def main(argv: list[str] | None = None) -> int:
     phases: dict[str, Phase] = {}
     try:
         for key in opts.phases:
-            phase = PHASES[key](opts, cleanup)
-            phases[phase.name] = phase
+            outcome = PHASES[key](opts, cleanup)
+            for phase in outcome if isinstance(outcome, list) else [outcome]:
+                phases[phase.name] = phase
     except KeyboardInterrupt:
         say("interrupted")
         return 130

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -174,13 +174,16 @@ class ActivityList(MethodView):
         if args["mine"]:
             conds.append(a.id.in_(select(signups.c.activity_id).where(
                 and_(signups.c.user_id == me, signups.c.status != "cancelled"))))
+        query = select(activities).where(*conds).order_by(a.starts_at, a.id)
+        start = (args["page"] - 1) * args["page_size"]
         with kit().sessions() as session:
-            rows = session.execute(select(activities).where(*conds).order_by(a.starts_at, a.id)).mappings().all()
-            if args["skill"]:  # skills are a JSON list: filter here, portable across SQLite and PostgreSQL
-                rows = [r for r in rows if args["skill"] in (r["skills"] or [])]
-            total = len(rows)
-            start = (args["page"] - 1) * args["page_size"]
-            page = rows[start:start + args["page_size"]]
+            if args["skill"]:
+                # Skills are a JSON list; filtering it here stays portable across SQLite and PostgreSQL.
+                rows = [r for r in session.execute(query).mappings() if args["skill"] in (r["skills"] or [])]
+                total, page = len(rows), rows[start:start + args["page_size"]]
+            else:
+                total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+                page = session.execute(query.limit(args["page_size"]).offset(start)).mappings().all()
             mine = dict(session.execute(select(signups.c.activity_id, signups.c.status).where(
                 and_(signups.c.user_id == me, signups.c.activity_id.in_([r["id"] for r in page])))).all())
         return {"items": [_out(r, mine.get(r["id"])) for r in page], "page": args["page"],

@@ -190,3 +190,40 @@ def test_an_unroutable_publish_is_detected_and_its_row_stays_unpublished(bus):
     assert refused.next_attempt_at is not None
     assert rows[h.EVENT].published_at is not None  # the rest of the batch went through
     eventually(lambda: h.effect_counts(bus.engine).get(routable), message="routable effect")
+
+
+def test_concurrent_relays_never_claim_the_same_row(bus):
+    from concurrent.futures import ThreadPoolExecutor
+    bus.consumer()
+    ids = h.produce(bus.sessions, bus.service, 400)
+
+    def drain() -> int:
+        relay = OutboxRelay(bus.sessions, h.outbox, service=bus.service, batch_size=25)
+        claimed = 0
+        with connect(bus.broker_url) as conn:
+            publisher = EventPublisher(conn)
+            while (n := relay.publish_batch(publisher)) > 0:
+                claimed += n
+        return claimed
+
+    with ThreadPoolExecutor(3) as pool:
+        totals = list(pool.map(lambda _: drain(), range(3)))
+    assert sum(totals) == 400, totals  # SKIP LOCKED: every row claimed by exactly one relay
+    assert min(totals) > 0, totals  # and the relays really did share the work
+    eventually(lambda: all_once(bus, ids), message="400 effects")
+
+
+def test_relay_reports_backlog_and_oldest_age(bus):
+    from prometheus_client import REGISTRY
+    h.produce(bus.sessions, bus.service, 7)
+    relay = OutboxRelay(bus.sessions, h.outbox, service=bus.service)
+    relay.refresh_metrics()
+    assert REGISTRY.get_sample_value("guangmang_outbox_backlog", {"service": bus.service}) == 7
+    assert REGISTRY.get_sample_value("guangmang_outbox_oldest_age_seconds", {"service": bus.service}) >= 0
+    bus.consumer()
+    with connect(bus.broker_url) as conn:
+        relay.publish_batch(EventPublisher(conn))
+    relay.refresh_metrics()
+    assert REGISTRY.get_sample_value("guangmang_outbox_backlog", {"service": bus.service}) == 0
+    assert REGISTRY.get_sample_value("guangmang_events_published_total",
+                                     {"service": bus.service, "event": h.EVENT}) == 7
