@@ -111,7 +111,8 @@ def connect(url: str, *, heartbeat: int = 30) -> Connection:
         url,
         heartbeat=heartbeat,
         connect_timeout=5,
-        transport_options={"confirm_publish": True, "max_retries": 1},
+        # polling_interval only affects the in-memory transport (embedded mode): poll briskly.
+        transport_options={"confirm_publish": True, "max_retries": 1, "polling_interval": 0.02},
     )
 
 

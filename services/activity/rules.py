@@ -49,8 +49,10 @@ def can_manage(role: str, actor_org: str | None, target_org: str, parents: Mappi
     if role not in ("organizer", "admin") or actor_org is None:
         return False
     org: str | None = target_org
-    while org is not None:
+    seen: set[str] = set()
+    while org is not None and org not in seen:  # `seen` guards against a cycle in bad data
         if org == actor_org:
             return True
+        seen.add(org)
         org = parents.get(org)
     return False

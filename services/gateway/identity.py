@@ -6,7 +6,7 @@ import hmac
 import re
 import secrets
 
-PHONE = re.compile(r"^1\d{10}$")
+PHONE = re.compile(r"1[0-9]{10}")  # ASCII digits only, matched whole
 MIN_PASSWORD = 8
 _N, _R, _P = 2 ** 14, 8, 1
 
@@ -19,21 +19,23 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, stored: str) -> bool:
+    # A corrupt stored hash is a failed login, never a crash.
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = bytes.fromhex(digest)
+        candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
+                                   dklen=len(expected))
     except ValueError:
         return False
-    if scheme != "scrypt":
-        return False
-    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                               dklen=len(bytes.fromhex(digest)))
-    return hmac.compare_digest(candidate.hex(), digest)
+    return hmac.compare_digest(candidate, expected)
 
 
 def registration_problems(phone: str, password: str, display_name: str) -> dict[str, str]:
     """Field -> problem, empty when the registration may go ahead."""
     problems = {}
-    if not PHONE.match(phone):
+    if not PHONE.fullmatch(phone):
         problems["phone"] = "Use an 11-digit mainland mobile number."
     if len(password) < MIN_PASSWORD:
         problems["password"] = f"Use at least {MIN_PASSWORD} characters."

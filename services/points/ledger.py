@@ -191,9 +191,15 @@ def balance(session: Session, account_id: str) -> Balance | None:
 
 
 def history(session: Session, account_id: str, *, limit: int, offset: int) -> tuple[list[dict], int]:
-    """The account's transfers, newest first, each signed from the account's point of view."""
+    """The account's history, newest first, each line signed from the account's point of view.
+
+    A hold appears once, as its pending transfer whose status says what became of it (pending,
+    posted, voided, expired); the post/void records that resolved it are not separate lines. So
+    the posted lines add up to the posted balance and the pending ones to what is held.
+    """
     t = transfers.c
-    involved = or_(t.debit_account_id == account_id, t.credit_account_id == account_id)
+    involved = and_(or_(t.debit_account_id == account_id, t.credit_account_id == account_id),
+                    t.kind.in_(("posted", "pending")))
     total = session.execute(select(func.count()).select_from(transfers).where(involved)).scalar_one()
     rows = session.execute(select(transfers).where(involved).order_by(t.created_at.desc(), t.id)
                            .limit(limit).offset(offset)).mappings().all()

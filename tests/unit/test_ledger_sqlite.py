@@ -337,11 +337,18 @@ def test_history_shows_holds_with_their_status(session: Session, book) -> None: 
     hold = spend(session, book, 30, pending=True)
     void = resolve_pending(session, transfer_id=tid(), pending_id=hold.id, post=False,
                            cause_type="redemption", cause_id="r-1")
+    posted_hold = spend(session, book, 20, pending=True)
+    resolve_pending(session, transfer_id=tid(), pending_id=posted_hold.id, post=True,
+                    cause_type="redemption", cause_id="r-2")
     lines, total = history(session, book["resident"], limit=10, offset=0)
-    assert total == 3
+    # a hold is one line whose status says what became of it; its post/void record is not a line
+    assert total == 3 and void.id not in {line["transfer_id"] for line in lines}
     by_id = {line["transfer_id"]: line for line in lines}
-    assert (by_id[hold.id]["kind"], by_id[hold.id]["status"]) == ("pending", "voided")
-    assert (by_id[void.id]["kind"], by_id[void.id]["status"]) == ("void_pending", "voided")
+    assert (by_id[hold.id]["kind"], by_id[hold.id]["status"], by_id[hold.id]["amount"]) == ("pending", "voided", -30)
+    assert (by_id[posted_hold.id]["status"], by_id[posted_hold.id]["amount"]) == ("posted", -20)
+    # the lines that count add up to the posted balance
+    counted = sum(line["amount"] for line in lines if line["status"] == "posted")
+    assert counted == balance(session, book["resident"]).posted == 80
 
 
 def test_an_account_without_transfers_has_an_empty_history(session: Session, book) -> None:  # noqa: ANN001
