@@ -208,11 +208,15 @@ def parse_type(ce_type: str) -> tuple[str, int]:
     return name, int(version)
 
 
-def _schema(name: str, version: int) -> type[EventData]:
+def _schema(name: str, version: int) -> EventData:
+    """The (shared, reusable) schema instance of an event: building one per call is costly."""
     try:
-        return CATALOGUE[(name, version)][1]
+        return _SCHEMAS[(name, version)]
     except KeyError:
         raise EventError(f"event {name}.v{version} is not in the catalogue") from None
+
+
+_SCHEMAS: dict[tuple[str, int], EventData] = {key: entry[1]() for key, entry in CATALOGUE.items()}
 
 
 def _utc(dt: datetime) -> str:
@@ -253,7 +257,7 @@ class Event:
             "time": _utc(self.time),
             "subject": self.subject,
             "datacontenttype": "application/json",
-            "data": _schema(self.name, self.version)().dump(self.data),
+            "data": _schema(self.name, self.version).dump(self.data),
             "street": self.street,
             "sequence": self.sequence,
         }
@@ -274,7 +278,7 @@ def new_event(name: str, data: dict[str, Any], *, service: str, subject: str, st
     The correlation id of the request or event being handled is carried over, and the event
     being handled (if any) becomes the causation id.
     """
-    schema = _schema(name, version)()
+    schema = _schema(name, version)
     try:
         errors = schema.validate(schema.dump(data))
     except (ValueError, TypeError, ValidationError) as exc:
@@ -311,7 +315,7 @@ def decode(body: bytes | str | dict[str, Any]) -> Event:
         raise EventError("type is not a string")
     name, version = parse_type(raw["type"])
     try:
-        data = _schema(name, version)().load(raw["data"])
+        data = _schema(name, version).load(raw["data"])
     except ValidationError as exc:
         raise EventError(f"{name}.v{version} data invalid: {exc.messages}") from None
     try:
