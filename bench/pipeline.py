@@ -1,10 +1,10 @@
 """Throughput of the whole event pipeline, next to a bare RabbitMQ and a bare PostgreSQL loop.
 
-    python -m bench.pipeline [--events 5000] [--warmup 300] [--mode process|thread]
+    python -m bench.pipeline [--events 5000] [--warmup 300] [--mode process|thread] [--producers 1]
                              [--batch-size 200] [--prefetch 50] [--idle 0.05] [--poll 0.01]
-                             [--phases postgres,kombu,pipeline] [--json PATH] [--profile DIR]
+                             [--phases postgres,kombu,pipeline[,stages]] [--json PATH] [--profile DIR]
 
-Three phases, each against the real broker and database found by ``tests.support.infra.discover()``
+Three phases (and an opt-in diagnostic one), each against the real broker and database found by ``tests.support.infra.discover()``
 (a throwaway virtual host on a local broker, a fresh database per phase, both removed at the end):
 
 ``raw_postgres``  one connection, N times: one-row UPDATE + one-row INSERT, commit.
@@ -14,6 +14,8 @@ Three phases, each against the real broker and database found by ``tests.support
                   ``tests.support.bus_harness.produce``) -> ``OutboxRelay`` -> RabbitMQ ->
                   ``ConsumerRunner`` + ``InboxHandler`` -> inbox + effect; first business write to
                   the poll that sees the last effect committed.
+``stages``        (opt-in) producer, relay and consumer each alone on a backlog: which one caps
+                  the pipeline, and what each costs when it has the machine to itself.
 
 The producer, relay and consumer run concurrently, by default each in its own process (as in
 production: the API, the producing service's worker and the consuming service's worker are
@@ -33,6 +35,7 @@ import multiprocessing
 import os
 import platform
 import queue as queue_mod
+import signal
 import socket
 import sys
 import threading
@@ -70,8 +73,14 @@ class RoleFailed(RuntimeError):
 def _role_main(name: str, results: Any, profile_dir: str | None, target: Callable[..., None],
                args: tuple) -> None:
     """Entry point of every role, in a child process or a thread: reports a crash to ``results``."""
-    if multiprocessing.parent_process() is not None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
         logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(levelname)s %(name)s: %(message)s")
+
+        def exit_with_parent() -> None:  # the conductor was killed: do not linger
+            parent.join()
+            os._exit(3)
+        threading.Thread(target=exit_with_parent, daemon=True).start()
     profiler = None
     if profile_dir:
         import cProfile
@@ -93,6 +102,8 @@ class Runtime:
     def __init__(self, mode: str, profile_dir: str | None) -> None:
         self.mode = mode
         self.profile_dir = profile_dir
+        if profile_dir:
+            os.makedirs(profile_dir, exist_ok=True)
         self.ctx = multiprocessing.get_context("spawn") if mode == "process" else None
         self.results = self.queue()
         self.pending: list[tuple] = []
@@ -278,6 +289,50 @@ def _pipeline_producer(db_url: str, service: str, commands: Any, results: Any) -
             results.put(("produced", start + count, began, time.monotonic()))
     finally:
         engine.dispose()
+
+
+class Producers:
+    """``--producers`` producer roles; each batch of events is split evenly between them."""
+
+    def __init__(self, rt: Runtime, count: int, db_url: str, service: str) -> None:
+        self.rt = rt
+        self.queues = [rt.queue() for _ in range(count)]
+        self.expected = 0
+        self.got: list[tuple] = []
+        for i, commands in enumerate(self.queues):
+            rt.start("producer" if count == 1 else f"producer{i + 1}", _pipeline_producer, db_url, service,
+                     commands, rt.results)
+
+    def send(self, count: int, start: int) -> None:
+        k = len(self.queues)
+        self.expected, self.got = 0, []
+        for i, commands in enumerate(self.queues):
+            share = count // k + (1 if i < count % k else 0)
+            if share:
+                commands.put((share, start))
+                start += share
+                self.expected += 1
+
+    def poll(self) -> tuple[float, float] | None:
+        """(first write began, last commit ended) once every producer finished its share."""
+        while len(self.got) < self.expected:
+            message = self.rt.take("produced")
+            if message is None:
+                return None
+            self.got.append(message)
+        return min(m[2] for m in self.got), max(m[3] for m in self.got)
+
+    def wait(self, deadline: float) -> tuple[float, float]:
+        while (done := self.poll()) is None:
+            self.rt.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the producers did not finish in time")
+            time.sleep(0.005)
+        return done
+
+    def close(self) -> None:
+        for commands in self.queues:
+            commands.put(None)
 
 
 def _pipeline_relay(db_url: str, broker_url: str, service: str, batch_size: int, idle: float,
@@ -521,7 +576,8 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
     queue = f"{service}.apply"
     cleanup.queues += [queue, f"{queue}.dlq"] + [f"{queue}.retry.{int(d * 1000)}" for d in RETRY_DELAYS]
     rt = Runtime(opts.mode, opts.profile and os.path.join(opts.profile, "pipeline"))
-    stop, ready, commands = rt.event(), rt.event(), rt.queue()
+    stop, ready = rt.event(), rt.event()
+    producers: Producers | None = None
     deadline = time.monotonic() + opts.phase_timeout
     poller = psycopg.connect(_libpq(url), autocommit=True)
 
@@ -533,27 +589,27 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
 
     try:
         say(f"pipeline: starting consumer (prefetch {opts.prefetch}), relay (batch {opts.batch_size}, "
-            f"idle {opts.idle}s) and producer as {opts.mode}es")
+            f"idle {opts.idle}s) and {opts.producers} producer(s) as {opts.mode}es")
         rt.start("consumer", _pipeline_consumer, url, broker, service, opts.prefetch, stop, ready)
         rt.wait_event(ready, "consumer", deadline)  # its queue is declared and bound: nothing unroutable
         rt.start("relay", _pipeline_relay, url, broker, service, opts.batch_size, opts.idle, stop)
-        rt.start("producer", _pipeline_producer, url, service, commands, rt.results)
+        producers = Producers(rt, opts.producers, url, service)
         if opts.warmup:
             say(f"pipeline: warm-up, {opts.warmup} events")
-            commands.put((opts.warmup, 0))
+            producers.send(opts.warmup, 0)
             while effects() < opts.warmup:
                 rt.check()
                 if time.monotonic() > deadline:
                     raise TimeoutError("warm-up did not finish")
                 time.sleep(opts.poll)
-            rt.wait_message("produced", deadline)
+            producers.wait(deadline)
         target = opts.warmup + opts.events
         say(f"pipeline: measuring {opts.events} events (polling effects every {opts.poll * 1000:.0f} ms)")
         meter = CpuMeter(rt.pids())
         meter.start()
         sent_at = time.monotonic()
-        commands.put((opts.events, opts.warmup))
-        produced: tuple | None = None
+        producers.send(opts.events, opts.warmup)
+        produced: tuple[float, float] | None = None
         drained_at: float | None = None
         last_report = sent_at
         samples: list[tuple[float, int, int]] = []
@@ -561,7 +617,7 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
             polled_at = time.monotonic()
             done = effects()
             if produced is None:
-                produced = rt.take("produced")
+                produced = producers.poll()
             if produced is not None and drained_at is None and unpublished() == 0:
                 drained_at = polled_at
             if done >= target:
@@ -579,8 +635,8 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
             time.sleep(opts.poll)
         cpu = meter.stop()
         if produced is None:
-            produced = rt.wait_message("produced", deadline)
-        _, _, began, produced_at = produced
+            produced = producers.wait(deadline)
+        began, produced_at = produced
         if drained_at is None:
             drained_at = ended
         phase.seconds = ended - began
@@ -607,7 +663,8 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
         say(f"pipeline: {phase.note}")
     finally:
         stop.set()
-        commands.put(None)
+        if producers is not None:
+            producers.close()
         rt.shutdown()
         poller.close()
     return phase
@@ -674,25 +731,27 @@ def run_stages(opts: argparse.Namespace, cleanup: Cleanup) -> list[Phase]:
         declare_topology(conn, [h.handler().subscription(service)], RETRY_DELAYS)
     total = opts.warmup + opts.events
     rt = Runtime(opts.mode, opts.profile and os.path.join(opts.profile, "stages"))
-    relay_stop, consumer_stop, ready, commands = rt.event(), rt.event(), rt.event(), rt.queue()
+    relay_stop, consumer_stop, ready = rt.event(), rt.event(), rt.event()
+    producers: Producers | None = None
     deadline = time.monotonic() + opts.phase_timeout
     poller = psycopg.connect(_libpq(url), autocommit=True)
     results: list[Phase] = []
     try:
-        say(f"stages: producer alone ({opts.warmup} warm-up + {opts.events} events, nothing consuming)")
-        rt.start("producer", _pipeline_producer, url, service, commands, rt.results)
+        say(f"stages: {opts.producers} producer(s) alone ({opts.warmup} warm-up + {opts.events} events, "
+            "nothing consuming)")
+        producers = Producers(rt, opts.producers, url, service)
         if opts.warmup:
-            commands.put((opts.warmup, 0))
-            rt.wait_message("produced", deadline)
+            producers.send(opts.warmup, 0)
+            producers.wait(deadline)
         meter = CpuMeter(rt.pids())
         meter.start()
-        commands.put((opts.events, opts.warmup))
-        _, _, began, ended = rt.wait_message("produced", deadline)
+        producers.send(opts.events, opts.warmup)
+        began, ended = producers.wait(deadline)
         producer = Phase("stage:producer", opts.events, ended - began, True, detail={"cpu": meter.stop()})
         say(f"stages: producer alone: {opts.events} in {producer.seconds:.2f}s = {producer.rate:,.0f}/s; "
             f"{cpu_line(producer.detail['cpu'])}")
         results.append(producer)
-        commands.put(None)
+        producers.close()
 
         say(f"stages: relay alone (batch {opts.batch_size}) on {total} outbox rows")
         rt.start("relay", _pipeline_relay, url, broker, service, opts.batch_size, opts.idle, relay_stop)
@@ -710,7 +769,8 @@ def run_stages(opts: argparse.Namespace, cleanup: Cleanup) -> list[Phase]:
     finally:
         relay_stop.set()
         consumer_stop.set()
-        commands.put(None)
+        if producers is not None:
+            producers.close()
         rt.shutdown()
         poller.close()
     return results
@@ -727,6 +787,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=300, help="unmeasured events first (default 300)")
     parser.add_argument("--mode", choices=["process", "thread"], default="process",
                         help="run producer/relay/consumer (and the kombu pair) as processes or threads")
+    parser.add_argument("--producers", type=int, default=1,
+                        help="concurrent producers sharing the events (default 1, like the raw_postgres "
+                             "loop's one connection; more is what an API with several workers does)")
     parser.add_argument("--batch-size", type=int, default=200, help="OutboxRelay batch_size (default 200)")
     parser.add_argument("--prefetch", type=int, default=50, help="consumer prefetch_count (default 50)")
     parser.add_argument("--idle", type=float, default=0.05, help="relay idle_seconds (default 0.05)")
@@ -744,8 +807,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(opts.phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
-    if opts.events < 1 or opts.warmup < 0:
-        parser.error("--events must be >= 1 and --warmup >= 0")
+    if opts.events < 1 or opts.warmup < 0 or opts.producers < 1:
+        parser.error("--events and --producers must be >= 1, --warmup >= 0")
     return opts
 
 
@@ -765,13 +828,13 @@ def report(phases: dict[str, Phase], opts: argparse.Namespace, infra: Any) -> di
             ratios[f"pipeline/{base}"] = rates["pipeline"] / rates[base] if ok else None
     print()
     for name, value in ratios.items():
-        print(f"ratio {name:<22} {'-' if value is None else f'{value:.2f}'}")
+        print(f"ratio {name:<22} {'-' if value is None else f'{value:.3f}'}")
     headline = ratios.get("pipeline/raw_postgres")
     met = headline is not None and headline >= TARGET_RATIO
     if "pipeline/raw_postgres" in ratios:
         verdict = ("MET" if met else "NOT MET") if headline is not None else "UNKNOWN (a phase did not complete)"
         print(f"target pipeline/raw_postgres >= {TARGET_RATIO}: {verdict}")
-    print(f"(mode {opts.mode}, relay batch_size {opts.batch_size}, idle {opts.idle}s, prefetch {opts.prefetch}, "
+    print(f"(mode {opts.mode}, {opts.producers} producer(s), relay batch_size {opts.batch_size}, idle {opts.idle}s, prefetch {opts.prefetch}, "
           f"{opts.events} events after {opts.warmup} warm-up, {os.cpu_count()} CPUs, infra: {infra.how})")
     return {
         "config": {k: v for k, v in vars(opts).items() if k not in ("json",)},
@@ -782,8 +845,13 @@ def report(phases: dict[str, Phase], opts: argparse.Namespace, infra: Any) -> di
     }
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up (databases, vhost, children) on SIGTERM too
     from tests.support.infra import discover, isolated_vhost
     say("finding RabbitMQ and PostgreSQL (tests.support.infra.discover)")
     infra, reason = discover()
@@ -793,8 +861,6 @@ def main(argv: list[str] | None = None) -> int:
     infra, vhost = isolated_vhost(infra)
     say(f"using {infra.how}" + (f", throwaway vhost {vhost}" if vhost else ", shared vhost"))
     if opts.profile:
-        for name in ("kombu", "pipeline"):
-            os.makedirs(os.path.join(opts.profile, name), exist_ok=True)
         say(f"profiling into {opts.profile} (figures are distorted by the profiler)")
     if opts.mode == "thread":
         logging.basicConfig(level=logging.WARNING, format="[%(threadName)s] %(levelname)s %(name)s: %(message)s")

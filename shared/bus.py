@@ -14,8 +14,10 @@ then waits out the delay itself (see :mod:`shared.consumer`).
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from kombu import Connection, Exchange, Producer, Queue, binding
 
@@ -103,7 +105,7 @@ def declare_topology(connection: Connection, subscriptions: Iterable[Subscriptio
 
 
 def connect(url: str, *, heartbeat: int = 30) -> Connection:
-    """A kombu connection with publisher confirms and heartbeats (not yet connected).
+    """A kombu connection with heartbeats (not yet connected); confirms are the publisher's job.
 
     One connection per thread: py-amqp connections are not thread-safe.
     """
@@ -112,7 +114,7 @@ def connect(url: str, *, heartbeat: int = 30) -> Connection:
         heartbeat=heartbeat,
         connect_timeout=5,
         # polling_interval only affects the in-memory transport (embedded mode): poll briskly.
-        transport_options={"confirm_publish": True, "max_retries": 1, "polling_interval": 0.02},
+        transport_options={"max_retries": 1, "polling_interval": 0.02},
     )
 
 
@@ -121,45 +123,105 @@ def supports_broker_retries(connection: Connection) -> bool:
     return connection.transport.driver_type == "amqp"
 
 
+def keepalive(connection: Connection) -> None:
+    """Read what the broker sent (heartbeats) and send ours: for a connection that is not consuming."""
+    try:
+        connection.drain_events(timeout=0)
+    except (socket.timeout, TimeoutError):
+        pass
+    connection.heartbeat_check()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for :meth:`EventPublisher.publish_many`."""
+
+    routing_key: str
+    body: str | bytes
+    message_id: str
+    headers: dict | None = None
+    exchange: str = EXCHANGE_NAME
+
+
 class EventPublisher:
     """Publishes serialized events: persistent, mandatory, and confirmed by the broker.
 
-    ``publish`` returns only once the broker confirmed the message; it raises
-    :class:`Unroutable` if the broker returned it for matching no queue.
+    Confirms are pipelined: a batch is published without waiting message by message, then the
+    publisher waits once until the broker confirmed (or refused) every message of it. An
+    unroutable message comes back as a ``basic.return`` before its confirm, so refusals are
+    attributed exactly. Give the publisher a connection of its own: waiting for confirms reads the
+    connection, and must not dispatch deliveries of a consumer sharing it.
     """
 
-    def __init__(self, connection: Connection) -> None:
-        self._returned: set[str] = set()
+    def __init__(self, connection: Connection, *, confirm_timeout: float = 30.0) -> None:
+        self._connection = connection
         self._channel = connection.channel()
+        self._confirms = supports_broker_retries(connection)  # the in-memory transport has none
+        self._timeout = confirm_timeout
+        self._seq = 0
+        self._unconfirmed: dict[int, str] = {}
+        self._failed: dict[str, str] = {}
+        if self._confirms:
+            self._channel.confirm_select()
+            self._channel.events["basic_ack"].add(self._on_ack)
+            self._channel.events["basic_nack"].add(self._on_nack)
         self._producer = Producer(self._channel, exchange=events_exchange(), on_return=self._on_return)
+
+    def _settle(self, tag: int, multiple: bool, error: str | None) -> None:
+        tags = [t for t in self._unconfirmed if t <= tag] if multiple else [tag]
+        for t in tags:
+            message_id = self._unconfirmed.pop(t, None)
+            if error and message_id is not None:
+                self._failed.setdefault(message_id, error)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, None)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, "the broker refused the message (nack)")
 
     def _on_return(self, exception, exchange, routing_key, message) -> None:  # noqa: ANN001
         message_id = (getattr(message, "properties", None) or {}).get("message_id")
         log.warning("broker returned %s (%s): %s", routing_key, message_id, exception)
-        self._returned.add(message_id)
+        self._failed[message_id] = f"unroutable: no queue is bound to {routing_key!r}"
 
-    def publish(self, routing_key: str, body: str, *, message_id: str,
-                headers: dict | None = None, exchange: Exchange | str | None = None) -> None:
-        """Publish ``body`` (a structured CloudEvent) and wait for the broker's confirm."""
-        self._producer.publish(
-            body,
-            exchange=events_exchange() if exchange is None else exchange,
-            routing_key=routing_key,
-            content_type=CONTENT_TYPE,
-            content_encoding="utf-8",
-            delivery_mode=2,
-            mandatory=True,
-            message_id=message_id,
-            headers=headers or {},
-            retry=False,
-        )
-        if message_id in self._returned:
-            self._returned.discard(message_id)
-            raise Unroutable(f"no queue is bound to {routing_key!r}")
+    def publish_many(self, messages: Sequence[Outgoing]) -> dict[str, str]:
+        """Publish ``messages`` and wait for every confirm; returns ``{message_id: error}`` of the
+        refused ones (unroutable or nacked). Raises :class:`PublishError` if confirms time out."""
+        self._failed = {}
+        for msg in messages:
+            if self._confirms:
+                self._seq += 1
+                self._unconfirmed[self._seq] = msg.message_id
+            # kombu reads exchange="" as "the producer's default": the default exchange needs an object.
+            exchange = Exchange("") if msg.exchange == "" else msg.exchange
+            self._producer.publish(
+                msg.body, exchange=exchange, routing_key=msg.routing_key, content_type=CONTENT_TYPE,
+                content_encoding="utf-8", delivery_mode=2, mandatory=True, message_id=msg.message_id,
+                headers=msg.headers or {}, retry=False)
+        deadline = time.monotonic() + self._timeout
+        while self._unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishError(f"{len(self._unconfirmed)} messages unconfirmed after {self._timeout}s")
+            try:
+                self._connection.drain_events(timeout=remaining)
+            except (socket.timeout, TimeoutError):
+                continue
+        failed, self._failed = self._failed, {}
+        return failed
+
+    def publish(self, routing_key: str, body: str | bytes, *, message_id: str,
+                headers: dict | None = None, exchange: str = EXCHANGE_NAME) -> None:
+        """Publish one message and wait for its confirm; :class:`Unroutable` if nothing took it."""
+        failed = self.publish_many([Outgoing(routing_key, body, message_id, headers, exchange)])
+        if message_id in failed:
+            error = failed[message_id]
+            raise (Unroutable if error.startswith("unroutable") else PublishError)(error)
 
     def publish_to_queue(self, queue: str, body: str | bytes, *, message_id: str, headers: dict) -> None:
         """Publish straight to one queue through the default exchange (retries, dead letters)."""
-        self.publish(queue, body, message_id=message_id, headers=headers, exchange=Exchange(""))
+        self.publish(queue, body, message_id=message_id, headers=headers, exchange="")
 
     def close(self) -> None:
         try:

@@ -2,11 +2,13 @@
 
 At-least-once delivery, applied exactly once:
 
-1. the runner decodes the message (an undecodable one is dead-lettered at once);
-2. :class:`InboxHandler` opens a transaction, claims ``(handler, event id)`` in the inbox and
-   runs the domain handler in that same transaction, then commits;
-3. only then is the message acked. A crash before the ack means a redelivery, which the inbox
-   turns into a no-op.
+1. the runner takes what has arrived (up to a batch) and decodes it (an undecodable message is
+   dead-lettered at once);
+2. :class:`InboxHandler` opens one transaction, claims every ``(handler, event id)`` in the inbox
+   and runs the domain handler for each event it claimed, then commits;
+3. only then are the messages acked. A crash before the ack means a redelivery, which the inbox
+   turns into a no-op. If the batch's transaction fails, its events are applied one by one, so
+   only the failing one is retried.
 
 A handler that raises is retried after each of the configured delays (a per-delay retry queue
 with a TTL that dead-letters back to the main queue) and, after the last, parked in
@@ -26,7 +28,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import inbox, metrics
-from shared.bus import (ATTEMPT_HEADER, ERROR_HEADER, EventPublisher, Subscription,
+from shared.bus import (ATTEMPT_HEADER, ERROR_HEADER, EventPublisher, Subscription, keepalive,
                         dead_letter_queue_name, declare_topology, main_queue, retry_queue_name,
                         supports_broker_retries)
 from shared.context import correlated
@@ -51,7 +53,7 @@ class Handler:
 
 
 class InboxHandler:
-    """Applies an event at most once per handler: inbox claim + effect + commit, together."""
+    """Applies events at most once per handler: inbox claim + effect + commit, together."""
 
     def __init__(self, session_factory: sessionmaker[Session], inbox_table: Table, queue: str,
                  fn: HandlerFn) -> None:
@@ -60,37 +62,51 @@ class InboxHandler:
         self.queue = queue
         self.fn = fn
 
-    def __call__(self, event: Event) -> bool:
-        """Apply ``event``; False when it was a duplicate and nothing was done."""
+    def apply_many(self, events: Sequence[Event]) -> list[bool]:
+        """Apply ``events`` in one transaction; for each, False if it was a duplicate."""
         with self.session_factory() as session:
-            if not inbox.claim(session, self.inbox_table, self.queue, event.id, event.type):
-                session.rollback()
-                return False
-            self.fn(session, event)
+            claimed = inbox.claim_many(session, self.inbox_table, self.queue, [(e.id, e.type) for e in events])
+            applied = []
+            for event in events:
+                fresh = event.id in claimed
+                claimed.discard(event.id)  # the same event twice in one batch: the second is a duplicate
+                if fresh:
+                    with correlated(event.correlationid, event.id):
+                        self.fn(session, event)
+                applied.append(fresh)
             session.commit()
-            return True
+            return applied
+
+    def __call__(self, event: Event) -> bool:
+        """Apply one event; False when it was a duplicate and nothing was done."""
+        return self.apply_many([event])[0]
 
 
 class ConsumerRunner:
-    """Consumes one handler's queue on its own connection until ``stop`` is set.
+    """Consumes one handler's queue until ``stop`` is set.
 
-    Reconnects with backoff, checks heartbeats while idle, finishes the message in hand and
-    leaves cleanly when stopped (unacked prefetched messages go back to the broker).
+    It consumes on one connection and publishes retries and dead letters on a second one (waiting
+    for a publish confirm must not dispatch deliveries). Reconnects with backoff, keeps heartbeats
+    while idle, finishes the batch in hand and leaves cleanly when stopped (unacked prefetched
+    messages go back to the broker).
     """
 
     def __init__(self, connect: Callable[[], Connection], subscription: Subscription,
-                 apply: Callable[[Event], bool], *, retry_delays: Sequence[float], stop: threading.Event,
-                 prefetch: int = 50, after_commit: Callable[[Event], None] | None = None) -> None:
+                 apply: InboxHandler, *, retry_delays: Sequence[float], stop: threading.Event,
+                 prefetch: int = 50, batch_size: int | None = None,
+                 after_commit: Callable[[Event], None] | None = None) -> None:
         self.connect = connect
         self.subscription = subscription
         self.apply = apply
         self.retry_delays = tuple(retry_delays)
         self.stop = stop
         self.prefetch = prefetch
-        # Test seam: called after the effect committed and before the ack.
+        self.batch_size = max(1, min(batch_size or prefetch, prefetch))
+        # Test seam: called for each event after its effect committed and before its ack.
         self.after_commit = after_commit
         self._publisher: EventPublisher | None = None
         self._broker_retries = True
+        self._pending: list = []
         self.ready = threading.Event()
 
     @property
@@ -101,14 +117,14 @@ class ConsumerRunner:
         backoff = 0.5
         while not self.stop.is_set():
             try:
-                with self.connect() as conn:
+                with self.connect() as conn, self.connect() as publishing:
                     conn.ensure_connection(max_retries=3)
+                    publishing.ensure_connection(max_retries=3)
                     declare_topology(conn, [self.subscription], self.retry_delays)
                     self._broker_retries = supports_broker_retries(conn)
-                    self._publisher = EventPublisher(conn)
-                    channel = conn.channel()
-                    with Consumer(channel, queues=[main_queue(self.subscription)],
-                                  on_message=self._on_message, prefetch_count=self.prefetch):
+                    self._publisher = EventPublisher(publishing)
+                    with Consumer(conn.channel(), queues=[main_queue(self.subscription)],
+                                  on_message=self._receive, prefetch_count=self.prefetch):
                         self.ready.set()
                         log.info("consuming", extra={"queue": self.queue})
                         backoff = 0.5
@@ -117,6 +133,10 @@ class ConsumerRunner:
                                 conn.drain_events(timeout=1)
                             except (socket.timeout, TimeoutError):
                                 conn.heartbeat_check()
+                                keepalive(publishing)
+                                continue
+                            self._take_what_arrived(conn)
+                            self._flush()
             except Exception:  # noqa: BLE001 - reconnect on any broker or database failure
                 if self.stop.is_set():
                     break
@@ -124,29 +144,56 @@ class ConsumerRunner:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
+                self._pending = []  # never acked: the broker delivers them again
                 self.ready.clear()
                 self._publisher = None
 
-    def _on_message(self, message) -> None:  # noqa: ANN001 - kombu Message
-        headers = dict(message.headers or {})
-        try:
-            event = decode(message.body)
-        except Exception as exc:  # noqa: BLE001 - whatever cannot be decoded is parked, never redelivered
-            log.error("undecodable message dead-lettered: %s", exc, extra={"queue": self.queue})
-            self._park(message.body, headers, message.properties.get("message_id") or "unknown", str(exc))
+    def _receive(self, message) -> None:  # noqa: ANN001 - kombu Message
+        self._pending.append(message)
+
+    def _take_what_arrived(self, conn: Connection) -> None:
+        while len(self._pending) < self.batch_size:
+            try:
+                conn.drain_events(timeout=0)
+            except (socket.timeout, TimeoutError):
+                return
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        decoded = []
+        for message in batch:
+            try:
+                decoded.append((message, decode(message.body)))
+            except Exception as exc:  # noqa: BLE001 - whatever cannot be decoded is parked, never redelivered
+                log.error("undecodable message dead-lettered: %s", exc, extra={"queue": self.queue})
+                self._park(message.body, dict(message.headers or {}),
+                           message.properties.get("message_id") or "unknown", str(exc))
+        outcomes: list[bool | None] = []
+        if decoded:
+            try:
+                outcomes = list(self.apply.apply_many([event for _, event in decoded]))
+            except Exception as exc:  # noqa: BLE001 - one event spoiled the transaction: apply one by one
+                if len(decoded) == 1:
+                    message, event = decoded[0]
+                    self._retry_or_park(message.body, dict(message.headers or {}), event, exc)
+                    outcomes = [None]
+                else:
+                    outcomes = [self._apply_one(message, event) for message, event in decoded]
+        for (_message, event), outcome in zip(decoded, outcomes):
+            if outcome is None:
+                continue  # sent to a retry queue or parked
+            metrics.EVENTS_CONSUMED.labels(self.queue, "applied" if outcome else "duplicate").inc()
+            if self.after_commit:
+                self.after_commit(event)
+        for message in batch:  # per message: the in-memory transport ignores ack(multiple=True)
             message.ack()
-            return
+
+    def _apply_one(self, message, event: Event) -> bool | None:  # noqa: ANN001
         try:
-            with correlated(event.correlationid, event.id):
-                applied = self.apply(event)
+            return self.apply(event)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
-            self._retry_or_park(message.body, headers, event, exc)
-            message.ack()
-            return
-        metrics.EVENTS_CONSUMED.labels(self.queue, "applied" if applied else "duplicate").inc()
-        if self.after_commit:
-            self.after_commit(event)
-        message.ack()
+            self._retry_or_park(message.body, dict(message.headers or {}), event, exc)
+            return None
 
     def _retry_or_park(self, body, headers: dict, event: Event, exc: Exception) -> None:  # noqa: ANN001
         attempt = int(headers.get(ATTEMPT_HEADER, 0))

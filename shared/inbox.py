@@ -6,6 +6,7 @@ primary key, not a read-then-write, decides: two concurrent deliveries cannot bo
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Iterable
 
 from sqlalchemy import Column, MetaData, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,20 +27,32 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
+def _insert_ignoring_duplicates(session: Session, table: Table):  # noqa: ANN202
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"inbox does not support {dialect}")  # pragma: no cover
+
+
+def claim_many(session: Session, table: Table, handler: str, events: Iterable[tuple[str, str]]) -> set[str]:
+    """Claim several ``(event_id, event_type)`` at once; returns the ids claimed now (the rest,
+    already in the inbox, are duplicates). One statement, in the caller's transaction."""
+    now = datetime.now(timezone.utc)
+    rows = {event_id: dict(handler=handler, event_id=event_id, event_type=event_type, processed_at=now)
+            for event_id, event_type in events}
+    if not rows:
+        return set()
+    stmt = _insert_ignoring_duplicates(session, table).values(list(rows.values())).on_conflict_do_nothing()
+    return set(session.execute(stmt.returning(table.c.event_id)).scalars())
+
+
 def claim(session: Session, table: Table, handler: str, event_id: str, event_type: str) -> bool:
     """Record that ``handler`` is applying ``event_id``; False if it already was (a duplicate).
 
     On PostgreSQL a concurrent claim of the same key waits for the first transaction and then
     sees the conflict, so exactly one of them applies the effect.
     """
-    dialect = session.get_bind().dialect.name
-    values = dict(handler=handler, event_id=event_id, event_type=event_type,
-                  processed_at=datetime.now(timezone.utc))
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only the two dialects above are supported
-        raise RuntimeError(f"inbox does not support {dialect}")
     # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT DO NOTHING.
-    return session.execute(stmt.returning(table.c.event_id)).first() is not None
+    return claim_many(session, table, handler, [(event_id, event_type)]) == {event_id}

@@ -21,7 +21,7 @@ from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, f
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import metrics
-from shared.bus import EventPublisher, PublishError
+from shared.bus import EventPublisher, Outgoing, keepalive
 from shared.db import BigId, UtcDateTime
 from shared.events import Event
 
@@ -94,7 +94,7 @@ class OutboxRelay:
         self.table = table
         self.service = service
         self.batch_size = batch_size
-        # Test seam: called with the event id after the broker confirmed it, before marking.
+        # Test seam: called with each event id after the broker confirmed its batch, before marking.
         self.after_publish = after_publish
 
     def publish_batch(self, publisher: EventPublisher) -> int:
@@ -110,18 +110,19 @@ class OutboxRelay:
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True)
             ).all()
+            # One pipelined round of confirms for the whole batch, still inside the row locks.
+            refused = publisher.publish_many(
+                [Outgoing(row.routing_key, row.payload, row.event_id) for row in rows]) if rows else {}
             published: list[int] = []
             for row in rows:
-                try:
-                    publisher.publish(row.routing_key, row.payload, message_id=row.event_id)
-                except PublishError as exc:
+                if row.event_id in refused:
                     metrics.PUBLISH_FAILURES.labels(self.service, row.routing_key).inc()
                     delay = min(2 ** row.attempts, 300)
                     session.execute(update(t).where(t.c.id == row.id).values(
-                        attempts=row.attempts + 1, last_error=str(exc)[:2000],
+                        attempts=row.attempts + 1, last_error=refused[row.event_id][:2000],
                         next_attempt_at=now + timedelta(seconds=delay)))
                     log.error("outbox row %s (%s) refused: %s; retry in %ss",
-                              row.id, row.routing_key, exc, delay)
+                              row.id, row.routing_key, refused[row.event_id], delay)
                     continue
                 if self.after_publish:
                     self.after_publish(row.event_id)
@@ -156,6 +157,7 @@ class OutboxRelay:
                             self.refresh_metrics()
                             last_metrics = time.monotonic()
                         if claimed < self.batch_size:
+                            keepalive(conn)
                             stop.wait(idle_seconds)
             except Exception:  # noqa: BLE001 - the relay must outlive broker and database outages
                 log.exception("relay failed; reconnecting in %.1fs", backoff)

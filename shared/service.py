@@ -23,10 +23,10 @@ from shared.worker import Worker
 class ServiceKit:
     """Settings, engine, session factory and messaging tables of one service."""
 
-    def __init__(self, settings: Settings, metadata: MetaData) -> None:
+    def __init__(self, settings: Settings, metadata: MetaData, *, pre_ping: bool = True) -> None:
         self.settings = settings
         self.metadata = metadata
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, pre_ping=pre_ping)
         self.sessions = make_session_factory(self.engine)
         self.outbox = metadata.tables["outbox"]
         self.inbox = metadata.tables["inbox"]
@@ -66,8 +66,12 @@ def kit() -> ServiceKit:
     return current_app.extensions["guangmang"]
 
 
-def bootstrap(service: str, metadata: MetaData, settings: Settings | None = None) -> ServiceKit:
-    """Read settings from the environment (unless given), set up logging, build the kit."""
+def bootstrap(service: str, metadata: MetaData, settings: Settings | None = None, *,
+              worker: bool = False) -> ServiceKit:
+    """Read settings from the environment (unless given), set up logging, build the kit.
+
+    A worker's kit skips the pool pre-ping: its loops recover from a failed transaction anyway.
+    """
     settings = settings or Settings.from_env(service)
     configure_logging(service, settings.log_level)
-    return ServiceKit(settings, metadata)
+    return ServiceKit(settings, metadata, pre_ping=not worker)

@@ -9,7 +9,7 @@ from shared.worker import Worker, serve_forever
 
 
 def build_worker(settings: Settings | None = None) -> tuple[ServiceKit, Worker]:
-    kit = bootstrap("activity", metadata, settings)
+    kit = bootstrap(worker=True, service="activity", metadata=metadata, settings=settings)
     return kit, kit.worker(build_handlers(kit))
 
 

@@ -8,7 +8,7 @@ from shared.worker import Worker, serve_forever
 
 
 def build_worker(settings: Settings | None = None) -> tuple[ServiceKit, Worker]:
-    kit = bootstrap("gateway", metadata, settings)
+    kit = bootstrap(worker=True, service="gateway", metadata=metadata, settings=settings)
     return kit, kit.worker([])  # the gateway consumes nothing; its worker relays user.registered
 
 

@@ -8,7 +8,7 @@ from shared.worker import Worker, serve_forever
 
 
 def build_worker(settings: Settings | None = None) -> tuple[ServiceKit, Worker]:
-    kit = bootstrap("merchant", metadata, settings)
+    kit = bootstrap(worker=True, service="merchant", metadata=metadata, settings=settings)
     return kit, kit.worker([])  # redemption replies arrive with the saga (a later issue)
 
 

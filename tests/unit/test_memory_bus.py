@@ -242,7 +242,8 @@ def test_a_poison_message_is_retried_then_dead_lettered_while_others_are_applied
     counts = eventually(lambda: all_once(bus, ids[1:]), timeout=TIMEOUT, message="the five healthy effects")
     assert set(counts.values()) == {1}
     assert ids[0] not in h.effect_counts(bus.engine)
-    assert len(attempts) == 1 + len(delays) and len(set(attempts)) == 1  # first try + each retry
+    # first try + each retry; a try inside a batch runs twice (the batch, then the event alone)
+    assert 1 + len(delays) <= len(attempts) <= 2 * (1 + len(delays)) and len(set(attempts)) == 1
     assert consumed(queue, "retried") == len(delays)
     assert consumed(queue, "dead_lettered") == 1.0
     assert no_dead_letter(queue)  # parked once, not once per attempt
