@@ -48,6 +48,7 @@ generate: install
 ## make bench: events/s through the whole pipeline vs raw kombu and raw PostgreSQL baselines
 bench: install
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.pipeline --producers 2
 
 clean:
 	rm -rf var .pytest_cache

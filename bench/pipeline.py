@@ -341,7 +341,7 @@ def _pipeline_relay(db_url: str, broker_url: str, service: str, batch_size: int,
     from shared.db import make_engine, make_session_factory
     from shared.outbox import OutboxRelay
     from tests.support import bus_harness as h
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, pre_ping=False)  # as the worker builds it
     try:
         relay = OutboxRelay(make_session_factory(engine), h.outbox, service=service, batch_size=batch_size)
         relay.run(lambda: connect(broker_url), _local_stop(stop), idle_seconds=idle)
@@ -355,7 +355,7 @@ def _pipeline_consumer(db_url: str, broker_url: str, service: str, prefetch: int
     from shared.consumer import ConsumerRunner, InboxHandler
     from shared.db import make_engine, make_session_factory
     from tests.support import bus_harness as h
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, pre_ping=False)  # as the worker builds it
     local_stop = _local_stop(stop)
     handler = h.handler()
     sub = handler.subscription(service)

@@ -54,11 +54,11 @@ def outbox_table(metadata: MetaData) -> Table:
 def enqueue(session: Session, table: Table, *events: Event) -> None:
     """Write ``events`` to the outbox inside the caller's transaction (no commit here)."""
     now = datetime.now(timezone.utc)
-    session.execute(table.insert(), [
-        dict(event_id=e.id, event_type=e.type, routing_key=e.routing_key, subject=e.subject,
-             payload=e.to_json(), created_at=now, attempts=0)
-        for e in events
-    ])
+    rows = [dict(event_id=e.id, event_type=e.type, routing_key=e.routing_key, subject=e.subject,
+                 payload=e.to_json(), created_at=now, attempts=0) for e in events]
+    if rows:
+        # parameters, not .values(): one cached compiled statement; a single row is a plain INSERT
+        session.execute(table.insert(), rows[0] if len(rows) == 1 else rows)
 
 
 def backlog(session: Session, table: Table) -> tuple[int, float]:

@@ -47,7 +47,7 @@ def produce(sessions: sessionmaker[Session], service: str, count: int, start: in
     for seq in range(start, start + count):
         order_id = str(uuid.uuid4())
         with sessions() as session:
-            session.execute(orders.insert().values(id=order_id, seq=seq, created_at=datetime.now(timezone.utc)))
+            session.execute(orders.insert(), {"id": order_id, "seq": seq, "created_at": datetime.now(timezone.utc)})
             enqueue(session, outbox, order_event(service, order_id, seq))
             session.commit()
         ids.append(order_id)
@@ -55,7 +55,7 @@ def produce(sessions: sessionmaker[Session], service: str, count: int, start: in
 
 
 def apply_effect(session: Session, event: Event) -> None:
-    session.execute(effects.insert().values(order_id=str(event.data["user_id"]), event_id=event.id))
+    session.execute(effects.insert(), {"order_id": str(event.data["user_id"]), "event_id": event.id})
 
 
 def handler(name: str = "apply", fail_for: Callable[[Event], bool] | None = None) -> Handler:
