@@ -85,10 +85,12 @@ def issue_internal_token(secret: str, principal: Principal, ttl: timedelta = tim
 
 
 def verify_internal_token(secret: str, token: str) -> Principal:
+    """The principal an internal token carries; raises ApiError(401) if invalid or expired."""
     return _verify(secret, INTERNAL_AUDIENCE, token)
 
 
 def bearer_token() -> str | None:
+    """The token of the request's ``Authorization: Bearer`` header, if any."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -108,6 +110,7 @@ def install_internal_auth(app: Flask, secret: str) -> None:
 
 
 def current_principal() -> Principal:
+    """Who is acting in this request (set by the internal-token guard); 401 if nobody."""
     principal = g.get("principal")
     if principal is None:
         raise ApiError(401, "unauthenticated", "Sign in first.")

@@ -62,10 +62,12 @@ def retry_queue_name(queue: str, delay: float) -> str:
 
 
 def dead_letter_queue_name(queue: str) -> str:
+    """Name of the queue where ``queue``'s messages land after their last retry."""
     return f"{queue}.dlq"
 
 
 def main_queue(sub: Subscription) -> Queue:
+    """The durable queue of a subscription, bound to the events exchange per event name."""
     exchange = events_exchange()
     return Queue(
         sub.queue,

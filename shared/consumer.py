@@ -114,6 +114,7 @@ class ConsumerRunner:
         return self.subscription.queue
 
     def run(self) -> None:
+        """Consume until ``stop`` is set (blocking; run it in its own thread)."""
         backoff = 0.5
         while not self.stop.is_set():
             try:

@@ -16,6 +16,7 @@ DEMO_NAMESPACE = uuid.UUID("0b8f8f3e-5d0a-4a7e-9d43-6a1d5c3f2e10")
 
 
 def demo_dir() -> Path:
+    """Where the demo data files are (``GUANGMANG_DEMO_DIR`` overrides)."""
     return Path(os.environ.get("GUANGMANG_DEMO_DIR", Path(__file__).resolve().parent.parent / "deploy" / "demo"))
 
 

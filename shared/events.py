@@ -270,6 +270,7 @@ class Event:
         return envelope
 
     def to_json(self) -> str:
+        """The structured CloudEvent as the JSON text published on the bus."""
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 

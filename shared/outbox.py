@@ -135,6 +135,7 @@ class OutboxRelay:
             return len(rows)
 
     def refresh_metrics(self) -> None:
+        """Update the backlog and oldest-age gauges of this service's outbox."""
         with self.session_factory() as session:
             count, age = backlog(session, self.table)
         metrics.OUTBOX_BACKLOG.labels(self.service).set(count)

@@ -54,6 +54,7 @@ class ServiceKit:
         return app
 
     def worker(self, handlers: Sequence[Handler]) -> Worker:
+        """This service's worker: ``handlers`` as consumers, plus the outbox relay."""
         return Worker(settings=self.settings, session_factory=self.sessions, outbox=self.outbox,
                       inbox=self.inbox, handlers=list(handlers))
 

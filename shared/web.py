@@ -37,6 +37,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None):
+    """A response in the house error shape, with the correlation id in force."""
     body = {"error": {"code": code, "message": message, "details": details or {},
                       "correlation_id": context.correlation_id.get()}}
     return jsonify(body), status
@@ -64,6 +65,7 @@ ReadinessCheck = Callable[[], None]
 
 
 def database_check(engine: Engine) -> ReadinessCheck:
+    """A /readyz check that the database answers ``SELECT 1``."""
     def check() -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -71,6 +73,7 @@ def database_check(engine: Engine) -> ReadinessCheck:
 
 
 def broker_check(url: str) -> ReadinessCheck:
+    """A /readyz check that the broker accepts a connection (always ready in memory)."""
     def check() -> None:
         if url.startswith("memory://"):
             return

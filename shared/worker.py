@@ -50,6 +50,7 @@ class Worker:
                              self.settings.retry_delays)
 
     def start(self, *, relay: bool = True) -> None:
+        """Start a thread per consumer and (unless ``relay=False``) the outbox relay."""
         service = self.settings.service
         for handler in self.handlers:
             sub = handler.subscription(service)
@@ -77,6 +78,7 @@ class Worker:
         return all(c.ready.wait(timeout) for c in self.consumers)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ask every loop to stop and wait for the threads to finish."""
         self.stop_event.set()
         for thread in self.threads:
             thread.join(timeout)
