@@ -23,6 +23,8 @@ def build_handlers(kit: ServiceKit) -> list[Handler]:
         transfer = ledger.create_transfer(
             session, transfer_id=ledger.transfer_id_for(cause_key), debit_account_id=issuer,
             credit_account_id=resident, amount=amount, cause_type=cause_type, cause_id=cause_id, memo=memo)
+        if transfer.replayed:  # the same cause under a new envelope: credited and announced already
+            return
         now = ledger.balance(session, resident)
         kit.emit(session, "points.credited", {
             "transfer_id": transfer.id, "user_id": user_id, "amount": amount, "cause_type": cause_type,

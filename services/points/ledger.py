@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, func, literal, or_, select, update
@@ -67,6 +67,8 @@ class Transfer:
     cause_type: str
     cause_id: str
     pending_id: str | None = None
+    #: True when this id had been recorded before and the original is returned (nothing moved now)
+    replayed: bool = field(default=False, compare=False)
 
 
 def open_account(session: Session, kind: str, owner: str) -> str:
@@ -96,7 +98,7 @@ def _to_transfer(row) -> Transfer:  # noqa: ANN001
     return Transfer(id=row["id"], debit_account_id=row["debit_account_id"],
                     credit_account_id=row["credit_account_id"], amount=row["amount"], kind=row["kind"],
                     status=row["status"], cause_type=row["cause_type"], cause_id=row["cause_id"],
-                    pending_id=row["pending_id"])
+                    pending_id=row["pending_id"], replayed=True)
 
 
 def _available_at_least(amount: int):  # noqa: ANN202
@@ -110,7 +112,7 @@ def _insert(session: Session, **values) -> Transfer:  # noqa: ANN003
     values.setdefault("timeout_at", None)
     values.setdefault("memo", None)
     session.execute(transfers.insert().values(created_at=datetime.now(timezone.utc), **values))
-    return Transfer(**{k: values[k] for k in Transfer.__dataclass_fields__})
+    return Transfer(**{k: values[k] for k in Transfer.__dataclass_fields__ if k != "replayed"})
 
 
 def create_transfer(session: Session, *, transfer_id: str, debit_account_id: str, credit_account_id: str,
