@@ -6,6 +6,7 @@ differ on one machine is overridden: database URLs (fresh PostgreSQL databases),
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import requests
 import yaml
 
@@ -22,6 +24,7 @@ from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("activity", "points", "merchant", "gateway")
+ACCOUNTS = json.loads((ROOT / "deploy" / "demo" / "accounts.json").read_text(encoding="utf-8"))
 
 
 def free_port() -> int:
@@ -116,3 +119,17 @@ class RunningSystem:
 
     def tail(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.logs.glob("*.log")))
+
+
+def login(system: RunningSystem, role: str) -> dict:
+    """Authorization headers of a demo account."""
+    spec = ACCOUNTS[role]
+    resp = requests.post(f"{system.gateway}/api/v1/auth/login", json={"phone": spec["phone"], "password": spec["password"]})
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['token']}"}
+
+
+def rows(db_url: str, sql: str, *params) -> list[tuple]:
+    """Read a service's database directly (to see an asynchronous effect land)."""
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        return conn.execute(sql, params).fetchall()

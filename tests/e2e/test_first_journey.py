@@ -9,46 +9,14 @@ from __future__ import annotations
 import json
 import signal
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import psycopg
 import pytest
 import requests
 
-from tests.e2e.system import RunningSystem
+from tests.e2e.system import RunningSystem, login, rows
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
-
-ACCOUNTS = json.loads((Path(__file__).resolve().parents[2] / "deploy/demo/accounts.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def system(infra_found, tmp_path_factory):
-    from tests.support.infra import require_or_skip
-    infra = require_or_skip(*infra_found)
-    running = RunningSystem(infra, tmp_path_factory.mktemp("logs"))
-    try:
-        running.start()
-    except Exception:
-        print(running.tail())
-        running.stop()
-        raise
-    yield running
-    running.stop()
-
-
-def login(system, role: str) -> dict:
-    spec = ACCOUNTS[role]
-    resp = requests.post(f"{system.gateway}/api/v1/auth/login", json={"phone": spec["phone"], "password": spec["password"]})
-    assert resp.status_code == 200, resp.text
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
-
-
-def rows(db_url: str, sql: str, *params) -> list[tuple]:
-    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        return conn.execute(sql, params).fetchall()
-
 
 def test_register_publish_sign_up_complete_and_see_the_points(system: RunningSystem):
     gw = f"{system.gateway}/api/v1"
