@@ -560,14 +560,11 @@ def run_raw_kombu(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
     return phase
 
 
-def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
-    import psycopg
-
+def _prepare(cleanup: Cleanup, prefix: str) -> tuple[str, str, str]:
+    """A fresh database with the harness tables, and a fresh service name; all noted for cleanup."""
     from shared.db import make_engine
     from tests.support import bus_harness as h
-    phase = Phase("pipeline", opts.events)
-    broker = cleanup.infra.rabbitmq_url
-    url = cleanup.infra.database("bench_pipe")
+    url = cleanup.infra.database(prefix)
     cleanup.databases.append(url)
     engine = make_engine(url)
     h.metadata.create_all(engine)
@@ -575,6 +572,15 @@ def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
     service = f"bench{uuid.uuid4().hex[:6]}"
     queue = f"{service}.apply"
     cleanup.queues += [queue, f"{queue}.dlq"] + [f"{queue}.retry.{int(d * 1000)}" for d in RETRY_DELAYS]
+    return url, service, queue
+
+
+def run_pipeline(opts: argparse.Namespace, cleanup: Cleanup) -> Phase:
+    import psycopg
+
+    phase = Phase("pipeline", opts.events)
+    broker = cleanup.infra.rabbitmq_url
+    url, service, queue = _prepare(cleanup, "bench_pipe")
     rt = Runtime(opts.mode, opts.profile and os.path.join(opts.profile, "pipeline"))
     stop, ready = rt.event(), rt.event()
     producers: Producers | None = None
@@ -716,17 +722,9 @@ def run_stages(opts: argparse.Namespace, cleanup: Cleanup) -> list[Phase]:
     from kombu import Connection
 
     from shared.bus import declare_topology
-    from shared.db import make_engine
     from tests.support import bus_harness as h
     broker = cleanup.infra.rabbitmq_url
-    url = cleanup.infra.database("bench_stages")
-    cleanup.databases.append(url)
-    engine = make_engine(url)
-    h.metadata.create_all(engine)
-    engine.dispose()
-    service = f"bench{uuid.uuid4().hex[:6]}"
-    queue = f"{service}.apply"
-    cleanup.queues += [queue, f"{queue}.dlq"] + [f"{queue}.retry.{int(d * 1000)}" for d in RETRY_DELAYS]
+    url, service, queue = _prepare(cleanup, "bench_stages")
     with Connection(broker) as conn:
         declare_topology(conn, [h.handler().subscription(service)], RETRY_DELAYS)
     total = opts.warmup + opts.events
