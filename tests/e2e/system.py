@@ -53,6 +53,7 @@ class RunningSystem:
     logs: Path
     databases: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -93,8 +94,12 @@ class RunningSystem:
     def spawn(self, service: str, kind: str, compose: dict | None = None) -> None:
         compose = compose or compose_services()
         log = open(self.logs / f"{service}-{kind}.log", "ab")
+        env = self.env(service, compose)
+        if kind == "worker":  # workers serve their own /metrics (outbox backlog, consumed events)
+            self.metrics_ports.setdefault(service, free_port())
+            env["METRICS_PORT"] = str(self.metrics_ports[service])
         self.procs[f"{service}-{kind}"] = subprocess.Popen(
-            local_command(compose[f"{service}-{kind}"]["command"]), env=self.env(service, compose), cwd=ROOT,
+            local_command(compose[f"{service}-{kind}"]["command"]), env=env, cwd=ROOT,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _ready(self, service: str) -> bool:

@@ -126,6 +126,15 @@ def test_ops_endpoints_on_every_api(system: RunningSystem):
         assert requests.get(f"{system.url(service)}/healthz").json()["status"] == "ok"
         assert requests.get(f"{system.url(service)}/readyz").json()["status"] == "ready"
         assert "guangmang_http_requests_total" in requests.get(f"{system.url(service)}/metrics").text
+    requests.post(f"{system.gateway}/api/v1/auth/register", json={
+        "phone": "13912348888", "password": "volunteer-2026", "display_name": "指标"}).raise_for_status()
+    applied = 'guangmang_events_consumed_total{outcome="applied",queue="points.open_account"}'
+    points_worker = eventually(lambda: (text := requests.get(
+        f"http://127.0.0.1:{system.metrics_ports['points']}/metrics").text) and applied in text and text,
+        message="the points worker counting what it applied")
+    assert 'guangmang_outbox_backlog{service="points"}' in points_worker
+    gateway_worker = requests.get(f"http://127.0.0.1:{system.metrics_ports['gateway']}/metrics").text
+    assert 'guangmang_events_published_total{event="user.registered",service="gateway"}' in gateway_worker
     spec = requests.get(f"{system.gateway}/api/v1/openapi.json").json()
     assert "/api/v1/points/balance" in spec["paths"] and "/api/v1/home" in spec["paths"]
 
