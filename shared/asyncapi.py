@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from marshmallow import Schema, fields, validate
 
-from shared.bus import EXCHANGE_NAME, dead_letter_queue_name
+from shared.bus import EVENT_LOG, EXCHANGE_NAME, dead_letter_queue_name
 from shared.events import CATALOGUE, CONTENT_TYPE, SPECVERSION, Event, event_type
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -55,6 +55,11 @@ effect), and use `sequence` to tolerate out-of-order arrival. Each consuming han
 durable queue `<service>.<handler>`; a failing message is retried a bounded number of times with a
 delay (`<queue>.retry.<ms>`) and then parked in `{dead_letter_queue_name('<queue>')}`. An undecodable
 message is parked at once.
+
+**Event log.** Every event is also routed (`#`) to the durable stream `{EVENT_LOG}`, kept 30 days.
+External consumers such as the city-level platform read it with the consumer argument
+`x-stream-offset` (`first`, a timestamp, or the offset after the last one they processed) and so
+catch up after downtime without a queue of their own.
 
 **Versioning.** Changes within a version are additive only and consumers ignore fields they do not
 know; a breaking change is a new version, i.e. a new message on the same channel.

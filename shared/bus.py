@@ -6,7 +6,11 @@ Topology (declared idempotently at start, mirrored in ``deploy/rabbitmq/definiti
 - per consuming handler a durable queue ``<service>.<handler>`` bound to its event names;
 - per handler and retry delay a queue ``<queue>.retry.<ms>`` whose messages expire after the
   delay and are dead-lettered back to ``<queue>`` (bounded delayed retries);
-- per handler a dead-letter queue ``<queue>.dlq`` where a message lands after the last retry.
+- per handler a dead-letter queue ``<queue>.dlq`` where a message lands after the last retry;
+- one durable **stream** ``guangmang.events.log`` bound to every event (``#``), kept 30 days: the
+  record the city-level platform reads (and re-reads from any offset to catch up after downtime),
+  and the reason an event without a consuming handler is still routable. A publish the broker
+  returns as unroutable therefore means broken topology: the outbox keeps the row and retries.
 
 kombu's in-memory transport (the embedded mode) has no TTL or dead-lettering; the consumer
 then waits out the delay itself (see :mod:`shared.consumer`).
@@ -26,6 +30,8 @@ from shared.events import CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 EXCHANGE_NAME = "guangmang.events"
+EVENT_LOG = "guangmang.events.log"
+EVENT_LOG_ARGUMENTS = {"x-queue-type": "stream", "x-max-age": "30D", "x-max-length-bytes": 20_000_000_000}
 ATTEMPT_HEADER = "x-guangmang-attempt"
 ERROR_HEADER = "x-guangmang-error"
 
@@ -102,6 +108,25 @@ def declare_topology(connection: Connection, subscriptions: Iterable[Subscriptio
         for sub in subscriptions:
             for queue in queues_for(sub, delays):
                 queue(channel).declare()
+    finally:
+        channel.close()
+
+
+def event_log_queue() -> Queue:
+    """The stream every event is also routed to (see the module docstring)."""
+    return Queue(EVENT_LOG, exchange=events_exchange(), routing_key="#", durable=True, auto_delete=False,
+                 queue_arguments=dict(EVENT_LOG_ARGUMENTS))
+
+
+def declare_event_log(connection: Connection) -> None:
+    """Declare the exchange and the event-log stream (RabbitMQ only: kombu's in-memory transport
+    has no streams, and silently drops what nothing consumes)."""
+    if not supports_broker_retries(connection):
+        return
+    channel = connection.channel()
+    try:
+        events_exchange()(channel).declare()
+        event_log_queue()(channel).declare()
     finally:
         channel.close()
 

@@ -21,7 +21,7 @@ from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, f
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import metrics
-from shared.bus import EventPublisher, Outgoing, keepalive
+from shared.bus import EventPublisher, Outgoing, declare_event_log, keepalive
 from shared.db import BigId, UtcDateTime
 from shared.events import Event
 
@@ -149,6 +149,7 @@ class OutboxRelay:
             try:
                 with connect() as conn:
                     conn.ensure_connection(max_retries=3)
+                    declare_event_log(conn)  # every event is routable to at least the event log
                     publisher = EventPublisher(conn)
                     log.info("relay connected", extra={"handler": f"{self.service}.relay"})
                     backoff = 0.5

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from shared.bus import EXCHANGE_NAME, queues_for
+from shared.bus import EVENT_LOG, EVENT_LOG_ARGUMENTS, EXCHANGE_NAME, queues_for
 from shared.config import Settings
 from system.registry import SERVICES
 
@@ -29,7 +29,10 @@ def password_hash(password: str, salt: bytes = SALT) -> str:
 
 def definitions() -> dict:
     delays = Settings(service="definitions", database_url="sqlite://").retry_delays
-    queues, bindings = [], []
+    queues = [{"name": EVENT_LOG, "vhost": VHOST, "durable": True, "auto_delete": False,
+               "arguments": dict(EVENT_LOG_ARGUMENTS)}]
+    bindings = [{"source": EXCHANGE_NAME, "vhost": VHOST, "destination": EVENT_LOG, "destination_type": "queue",
+                 "routing_key": "#", "arguments": {}}]
     for entry in SERVICES:
         for sub in entry.subscriptions():
             for queue in queues_for(sub, delays):

@@ -255,6 +255,11 @@ def test_rabbitmq_definitions_match_compose(compose):
     queues = {q["name"]: q for q in defs.get("queues", [])}
     assert all(q["durable"] for q in queues.values())
     # Every handler queue has its bounded retries (TTL, dead-lettered back) and a dead-letter queue.
+    # The event log is a stream bound to every event: the city-level platform's record.
+    log = queues.pop("guangmang.events.log")
+    assert log["arguments"]["x-queue-type"] == "stream"
+    assert {"source": "guangmang.events", "destination": "guangmang.events.log", "routing_key": "#"}.items() <= {
+        k: v for b in defs["bindings"] if b["destination"] == "guangmang.events.log" for k, v in b.items()}.items()
     for name in [n for n in queues if not n.endswith(".dlq") and ".retry." not in n]:
         assert f"{name}.dlq" in queues
         retries = [q for n, q in queues.items() if n.startswith(f"{name}.retry.")]

@@ -76,6 +76,13 @@ def test_register_publish_sign_up_complete_and_see_the_points(system: RunningSys
     assert home["balance"]["posted"] == 30 and home["unavailable"] == []
     assert home["user"]["id"] == user_id and home["offers"]
 
+    # 6. nothing is stuck: every service's outbox drained, including events no handler consumes
+    #    (activity.published, points.credited, ...), which the event-log stream takes
+    for service in ("gateway", "activity", "points", "merchant"):
+        eventually(lambda s=service: rows(system.databases[s], "select count(*) from outbox where published_at is null")
+                   == [(0,)], message=f"{service} outbox drained")
+    assert rows(system.databases["points"], "select count(*) from outbox where routing_key='points.credited'") == [(1,)]
+
 
 def test_points_are_credited_once_even_when_the_points_worker_dies_and_restarts(system: RunningSystem):
     gw = f"{system.gateway}/api/v1"

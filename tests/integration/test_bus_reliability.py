@@ -174,10 +174,13 @@ def test_a_poison_message_is_dead_lettered_after_bounded_retries_while_others_fl
 
 
 def test_an_unroutable_publish_is_detected_and_its_row_stays_unpublished(bus):
+    from shared.bus import EVENT_LOG
+    with Connection(bus.broker_url) as conn:  # broken topology: no event log catching everything
+        conn.default_channel.queue_delete(EVENT_LOG)
     bus.consumer()  # binds user.registered only
     [routable] = h.produce(bus.sessions, bus.service, 1)
     with bus.sessions() as session:
-        # nothing in this virtual host binds donation.received
+        # nothing in this virtual host now binds donation.received
         enqueue(session, h.outbox, new_event("donation.received", {
             "donation_id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()), "amount": 5},
             service=bus.service, subject="d1"))
@@ -230,3 +233,47 @@ def test_relay_reports_backlog_and_oldest_age(bus):
     assert REGISTRY.get_sample_value("guangmang_outbox_backlog", {"service": bus.service}) == 0
     assert REGISTRY.get_sample_value("guangmang_events_published_total",
                                      {"service": bus.service, "event": h.EVENT}) == 7
+
+
+def read_event_log(broker_url: str, want: int, timeout: float = 15.0) -> list[dict]:
+    """Read the event-log stream from its first offset, as the city-level platform would."""
+    import json
+    import socket
+
+    from kombu import Consumer
+
+    from shared.bus import event_log_queue
+    got: list[dict] = []
+    with Connection(broker_url) as conn:
+        channel = conn.channel()
+        channel.basic_qos(0, 100, False)  # streams need a prefetch and manual acks
+
+        def on_message(message):
+            got.append(json.loads(message.body))
+            message.ack()
+        log = event_log_queue()
+        log.consumer_arguments = {"x-stream-offset": "first"}
+        with Consumer(channel, queues=[log], on_message=on_message):
+            eventually(lambda: _drain_some(conn, socket) or len(got) >= want, timeout=timeout,
+                       message=f"{want} events in the log")
+    return got
+
+
+def _drain_some(conn, socket) -> bool:
+    try:
+        conn.drain_events(timeout=0.2)
+    except (socket.timeout, TimeoutError):
+        pass
+    return False
+
+
+def test_an_event_no_handler_consumes_still_leaves_the_outbox_and_lands_in_the_event_log(bus):
+    with bus.sessions() as session:
+        enqueue(session, h.outbox, new_event("donation.received", {
+            "donation_id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()), "amount": 5},
+            service=bus.service, subject="d-log"))
+        session.commit()
+    bus.relay()  # the running relay declares the event log before it publishes
+    eventually(lambda: h.unpublished(bus.engine) == 0, message="the donation published")
+    logged = read_event_log(bus.broker_url, 1)
+    assert [e["type"] for e in logged if e["subject"] == "d-log"] == ["cn.guangmang.donation.received.v1"]
