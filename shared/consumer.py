@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -129,15 +130,18 @@ class ConsumerRunner:
                         self.ready.set()
                         log.info("consuming", extra={"queue": self.queue})
                         backoff = 0.5
+                        last_beat = time.monotonic()
                         while not self.stop.is_set():
                             try:
                                 conn.drain_events(timeout=1)
+                                self._take_what_arrived(conn)
+                                self._flush()
                             except (socket.timeout, TimeoutError):
+                                pass
+                            if time.monotonic() - last_beat >= 2:  # busy or idle, both connections
                                 conn.heartbeat_check()
                                 keepalive(publishing)
-                                continue
-                            self._take_what_arrived(conn)
-                            self._flush()
+                                last_beat = time.monotonic()
             except Exception:  # noqa: BLE001 - reconnect on any broker or database failure
                 if self.stop.is_set():
                     break
