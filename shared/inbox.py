@@ -5,10 +5,10 @@ primary key, not a read-then-write, decides: two concurrent deliveries cannot bo
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from sqlalchemy import Column, MetaData, String, Table
+from sqlalchemy import Column, MetaData, String, Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -56,3 +56,14 @@ def claim(session: Session, table: Table, handler: str, event_id: str, event_typ
     """
     # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT DO NOTHING.
     return claim_many(session, table, handler, [(event_id, event_type)]) == {event_id}
+
+
+#: Kept well beyond the outbox retention, so any event still publishable is still recognised.
+INBOX_RETENTION = timedelta(days=30)
+
+
+def prune(session: Session, table: Table, now: datetime | None = None,
+          retention: timedelta = INBOX_RETENTION) -> int:
+    """Delete inbox rows older than ``retention`` (in the caller's transaction); returns how many."""
+    cutoff = (now or datetime.now(timezone.utc)) - retention
+    return session.execute(delete(table).where(table.c.processed_at < cutoff)).rowcount

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, func,
+from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, delete, func,
                         or_, select, update)
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -89,11 +89,13 @@ class OutboxRelay:
     """Moves outbox rows to the bus; see the module docstring for the guarantees."""
 
     def __init__(self, session_factory: sessionmaker[Session], table: Table, *, service: str,
-                 batch_size: int = 200, after_publish: Callable[[str], None] | None = None) -> None:
+                 batch_size: int = 200, after_publish: Callable[[str], None] | None = None,
+                 retention: timedelta = timedelta(days=7)) -> None:
         self.session_factory = session_factory
         self.table = table
         self.service = service
         self.batch_size = batch_size
+        self.retention = retention
         # Test seam: called with each event id after the broker confirmed its batch, before marking.
         self.after_publish = after_publish
 
@@ -134,6 +136,19 @@ class OutboxRelay:
             session.commit()
             return len(rows)
 
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete rows published longer ago than the retention; returns how many.
+
+        Unpublished rows are never pruned. Consumers keep their inbox longer than this (see
+        :func:`shared.inbox.prune`), so a replay of what is left is still recognised.
+        """
+        cutoff = (now or datetime.now(timezone.utc)) - self.retention
+        with self.session_factory() as session:
+            deleted = session.execute(delete(self.table).where(
+                self.table.c.published_at.is_not(None), self.table.c.published_at < cutoff)).rowcount
+            session.commit()
+        return deleted
+
     def refresh_metrics(self) -> None:
         """Update the backlog and oldest-age gauges of this service's outbox."""
         with self.session_factory() as session:
@@ -145,6 +160,7 @@ class OutboxRelay:
         """Relay until ``stop`` is set, reconnecting to the broker with backoff."""
         backoff = 0.5
         last_metrics = 0.0
+        last_prune = 0.0
         while not stop.is_set():
             try:
                 with connect() as conn:
@@ -158,6 +174,11 @@ class OutboxRelay:
                         if time.monotonic() - last_metrics > 2.0:
                             self.refresh_metrics()
                             last_metrics = time.monotonic()
+                        if time.monotonic() - last_prune > 600:
+                            pruned = self.prune()
+                            if pruned:
+                                log.info("pruned %d published outbox rows", pruned)
+                            last_prune = time.monotonic()
                         if claimed < self.batch_size:
                             keepalive(conn)
                             stop.wait(idle_seconds)

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import inbox
 from shared.bus import connect, declare_topology
 from shared.config import Settings
 from shared.consumer import ConsumerRunner, Handler, InboxHandler
@@ -61,12 +62,26 @@ class Worker:
                 prefetch=self.settings.prefetch)
             self.consumers.append(runner)
             self._spawn(runner.run, f"consumer:{sub.queue}")
+        if self.handlers:
+            self._spawn(self._prune_inbox, f"inbox-pruner:{service}")
         if relay:
             self.relay = OutboxRelay(self.session_factory, self.outbox, service=service,
                                      batch_size=self.settings.relay_batch_size)
             self._spawn(lambda: self.relay.run(self.connection_factory(), self.stop_event,
                                                idle_seconds=self.settings.relay_idle_seconds),
                         f"relay:{service}")
+
+    def _prune_inbox(self) -> None:
+        """Every ten minutes, forget inbox rows older than the inbox retention."""
+        while not self.stop_event.wait(600):
+            try:
+                with self.session_factory() as session:
+                    pruned = inbox.prune(session, self.inbox)
+                    session.commit()
+                if pruned:
+                    log.info("pruned %d inbox rows", pruned)
+            except Exception:  # noqa: BLE001 - pruning is housekeeping: log and try again later
+                log.exception("inbox pruning failed")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
