@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api
+from marshmallow import Schema, fields
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -48,8 +49,23 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404
                422: "validation_failed", 429: "too_many_requests"}
 
 
+class ErrorBody(Schema):
+    code = fields.Str(required=True, metadata={"description": "machine-readable, e.g. activity_full"})
+    message = fields.Str(required=True, metadata={"description": "for people"})
+    details = fields.Dict(metadata={"description": "e.g. fields: {name: [problems]} for validation_failed"})
+    correlation_id = fields.Str(allow_none=True)
+
+
+class ErrorResponse(Schema):
+    """The one error shape of every Guangmang HTTP API."""
+
+    error = fields.Nested(ErrorBody, required=True)
+
+
 class GuangmangApi(Api):
-    """flask-smorest Api whose errors use the house JSON error shape."""
+    """flask-smorest Api whose errors use (and document) the house JSON error shape."""
+
+    ERROR_SCHEMA = ErrorResponse
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
         status = error.code or 500

@@ -39,3 +39,11 @@ def test_it_documents_every_served_route_and_the_bearer_scheme(spec):
     for path, methods in SERVED.items():
         assert methods <= documented.get(path, set()), path
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_errors_are_documented_in_the_house_shape(spec):
+    assert spec["components"]["schemas"]["ErrorResponse"]["required"] == ["error"]
+    assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"code", "message"}
+    default = spec["components"]["responses"]["DEFAULT_ERROR"]["content"]["application/json"]["schema"]
+    assert default == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert "default" in spec["paths"]["/api/v1/home"]["get"]["responses"]
