@@ -10,7 +10,9 @@ At-least-once delivery, applied exactly once:
    turns into a no-op. If the batch's transaction fails, its events are applied one by one, so
    only the failing one is retried.
 
-A handler that raises is retried after each of the configured delays (a per-delay retry queue
+A database that is down is not the event's fault: the runner reconnects with backoff and the
+unacked messages are delivered again, spending no retry. A handler that raises is retried after
+each of the configured delays (a per-delay retry queue
 with a TTL that dead-letters back to the main queue) and, after the last, parked in
 ``<queue>.dlq`` with the error in a header. Nothing is dropped silently and nothing is requeued in
 a tight loop; other handlers have their own queues and keep flowing.
@@ -26,6 +28,7 @@ from typing import Callable, Sequence
 
 from kombu import Connection, Consumer
 from sqlalchemy import Table
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import inbox, metrics
@@ -38,6 +41,10 @@ from shared.events import Event, decode
 log = logging.getLogger(__name__)
 
 HandlerFn = Callable[[Session, Event], None]
+
+#: Failures of the database itself (unreachable, restarted, locked, serialization conflicts): the
+#: runner reconnects with backoff and the unacked messages come again, without spending retries.
+INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,8 @@ class ConsumerRunner:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
-                self._pending = []  # never acked: the broker delivers them again
+                self._requeue(self._pending)
+                self._pending = []
                 self.ready.clear()
                 self._publisher = None
 
@@ -163,8 +171,26 @@ class ConsumerRunner:
             except (socket.timeout, TimeoutError):
                 return
 
+    def _requeue(self, messages: list) -> None:
+        """Hand back what was received but not acked. RabbitMQ would redeliver it anyway when the
+        connection closes; kombu's in-memory transport would drop it, so say it explicitly."""
+        for message in messages:
+            if message.acknowledged:
+                continue
+            try:
+                message.reject(requeue=True)
+            except Exception:  # noqa: BLE001 - a dead connection: the broker requeues by itself
+                log.debug("requeue failed", exc_info=True)
+
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        try:
+            self._apply_batch(batch)
+        except BaseException:
+            self._requeue(batch)
+            raise
+
+    def _apply_batch(self, batch: list) -> None:
         decoded = []
         for message in batch:
             try:
@@ -177,6 +203,8 @@ class ConsumerRunner:
         if decoded:
             try:
                 outcomes = list(self.apply.apply_many([event for _, event in decoded]))
+            except INFRASTRUCTURE_ERRORS:
+                raise  # the database, not the event: reconnect and get the batch again, spend no retry
             except Exception as exc:  # noqa: BLE001 - one event spoiled the transaction: apply one by one
                 if len(decoded) == 1:
                     message, event = decoded[0]
@@ -196,6 +224,8 @@ class ConsumerRunner:
     def _apply_one(self, message, event: Event) -> bool | None:  # noqa: ANN001
         try:
             return self.apply(event)
+        except INFRASTRUCTURE_ERRORS:
+            raise
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
             self._retry_or_park(message.body, dict(message.headers or {}), event, exc)
             return None

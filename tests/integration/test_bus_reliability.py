@@ -17,7 +17,7 @@ from shared.events import new_event
 from shared.outbox import OutboxRelay, enqueue
 from tests.support import bus_harness as h
 from tests.support.infra import restart_broker_app
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, throughout
 
 pytestmark = pytest.mark.integration
 
@@ -277,3 +277,37 @@ def test_an_event_no_handler_consumes_still_leaves_the_outbox_and_lands_in_the_e
     eventually(lambda: h.unpublished(bus.engine) == 0, message="the donation published")
     logged = read_event_log(bus.broker_url, 1)
     assert [e["type"] for e in logged if e["subject"] == "d-log"] == ["cn.guangmang.donation.received.v1"]
+
+
+def test_a_database_outage_spends_no_retry_and_loses_nothing(bus, infra):
+    import psycopg
+    from prometheus_client import REGISTRY
+
+    from shared.bus import Outgoing
+    ids = h.produce(bus.sessions, bus.service, 20)
+    with bus.engine.connect() as conn:
+        messages = [Outgoing(r.routing_key, r.payload, r.event_id) for r in conn.execute(h.outbox.select())]
+    bus.consumer(retry_delays=(0.2,))
+    name = bus.db_url.rsplit("/", 1)[1]
+    admin = psycopg.connect(infra.postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    try:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        with connect(bus.broker_url) as conn:
+            assert EventPublisher(conn).publish_many(messages) == {}
+        queue = f"{bus.service}.apply"
+        # the consumer cannot reach its database: the messages wait, no retry is spent
+        eventually(lambda: (REGISTRY.get_sample_value("guangmang_events_consumed_total",
+                                                      {"queue": queue, "outcome": "applied"}) or 0) == 0
+                   and bus.queue_depth(queue) == 20, message="messages waiting while the database is down")
+        # an outage lasting far longer than every retry delay: still nothing dead-lettered
+        throughout(lambda: bus.queue_depth(dead_letter_queue_name(queue)) == 0, seconds=3,
+                   message="an empty dead-letter queue")
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+    counts = eventually(lambda: all_once(bus, ids), timeout=60, message="all effects after the outage")
+    assert set(counts.values()) == {1}
+    assert (REGISTRY.get_sample_value("guangmang_events_consumed_total", {"queue": queue, "outcome": "retried"})
+            or 0) == 0
+    assert bus.queue_depth(dead_letter_queue_name(queue)) == 0

@@ -18,3 +18,13 @@ def eventually(probe: Callable[[], T], *, timeout: float = 30.0, interval: float
         time.sleep(interval)
         last = probe()
     return last
+
+
+def throughout(probe: Callable[[], object], *, seconds: float, interval: float = 0.1,
+               message: str = "condition") -> None:
+    """Fail as soon as ``probe()`` is falsy during the next ``seconds`` (polled, not slept through)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not probe():
+            raise AssertionError(f"{message} stopped holding")
+        time.sleep(interval)

@@ -310,3 +310,27 @@ def test_an_event_outside_the_catalogue_is_dead_lettered(bus: MemoryBus) -> None
     assert json.loads(message.body)["id"] == "e-unknown"
     assert "not in the catalogue" in message.headers[ERROR_HEADER]
     assert h.effect_counts(bus.engine) == {}
+
+
+def test_a_database_outage_spends_no_retry_and_parks_nothing(bus: MemoryBus) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from shared.consumer import Handler
+    outages = {"left": 3}
+
+    def flaky(session, event: Event) -> None:  # noqa: ANN001
+        if outages["left"] > 0:
+            outages["left"] -= 1
+            raise OperationalError("INSERT ...", {}, ConnectionError("server closed the connection"))
+        h.apply_effect(session, event)
+
+    handler = Handler("apply", (h.EVENT,), flaky)
+    bus.declare(handler, (0.05,))
+    bus.consumer(handler, retry_delays=(0.05,))
+    bus.relay()
+    ids = h.produce(bus.sessions, bus.service, 3)
+    counts = eventually(lambda: all_once(bus, ids), timeout=TIMEOUT, message="effects after the outage")
+    assert set(counts.values()) == {1} and outages["left"] == 0
+    queue = bus.queue(handler)
+    assert consumed(queue, "retried") in (None, 0.0) and consumed(queue, "dead_lettered") in (None, 0.0)
+    assert no_dead_letter(queue)
