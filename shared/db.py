@@ -5,10 +5,7 @@ import time. SQLite (the embedded mode) gets WAL and a busy timeout; PostgreSQL 
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
-
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event
@@ -88,23 +85,3 @@ def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engin
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions bound to ``engine``; objects stay readable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-@contextlib.contextmanager
-def unit_of_work(session_factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A transaction that rolls back unless the block calls ``session.commit()``.
-
-    Domain writes (and the outbox rows that go with them) happen inside one of these.
-    """
-    session = session_factory()
-    try:
-        yield session
-    finally:
-        session.rollback()
-        session.close()
-
-
-def is_postgres(session_or_engine) -> bool:  # noqa: ANN001
-    """True when the bind speaks PostgreSQL (for dialect-specific statements)."""
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
-    return bind.dialect.name == "postgresql"
