@@ -2,6 +2,7 @@
 apps build against, proxied to the internal services with a short-lived internal token."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import uuid
@@ -368,7 +369,8 @@ class Home(MethodView):
         results: dict[str, Any] = {}
         unavailable: list[str] = []
         with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-            futures = {name: pool.submit(fetch, *spec) for name, spec in calls.items()}
+            # each call runs in a copy of this request's context: the correlation id travels along
+            futures = {name: pool.submit(contextvars.copy_context().run, fetch, *spec) for name, spec in calls.items()}
             for name, future in futures.items():
                 try:
                     results[name] = future.result()
