@@ -160,13 +160,19 @@ class ActivityList(MethodView):
     @blp.arguments(ActivityQuery, location="query")
     @blp.response(200, ActivityPage)
     def get(self, args):
-        me = current_principal().user_id
+        principal = current_principal()
+        me = principal.user_id
         a = activities.c
         conds = []
         if args["status"]:
             conds.append(a.status == args["status"])
         elif not args["mine"]:
             conds.append(a.status == "published")
+        if args["status"] == "draft":  # drafts are only for those who manage the organisation
+            with kit().sessions() as session:
+                parents = _parents(session)
+            managed = [org for org in parents if rules.can_manage(principal.role, principal.org_code, org, parents)]
+            conds.append(a.org_code.in_(managed))
         if args["org_code"]:
             conds.append(a.org_code == args["org_code"])
         if args["upcoming"]:
@@ -210,9 +216,13 @@ class ActivityList(MethodView):
 class ActivityItem(MethodView):
     @blp.response(200, ActivityOut)
     def get(self, activity_id):
-        me = current_principal().user_id
+        principal = current_principal()
+        me = principal.user_id
         with kit().sessions() as session:
             row = _load(session, activity_id)
+            if row["status"] == "draft" and not rules.can_manage(principal.role, principal.org_code,
+                                                                   row["org_code"], _parents(session)):
+                raise ApiError(404, "activity_not_found", "No such activity.")  # a draft is not public yet
             mine = session.execute(select(signups.c.status).where(
                 and_(signups.c.activity_id == activity_id, signups.c.user_id == me))).scalar()
         return _out(row, mine)

@@ -132,3 +132,16 @@ def test_lists_are_paginated_and_validate_their_arguments(system):
     assert {o["id"] for o in page["items"]}.isdisjoint({o["id"] for o in second["items"]})
     assert_error(requests.get(f"{api(system)}/offers", headers=resident, params={"page_size": 1000}),
                  422, "validation_failed")
+
+
+def test_a_draft_is_visible_only_to_those_who_manage_its_organisation(system):
+    organizer = login(system, "organizer")  # 海科社区
+    activity_id = draft(system, organizer).json()["id"]
+    resident, _ = register(system)
+    assert_error(requests.get(f"{api(system)}/activities/{activity_id}", headers=resident), 404, "activity_not_found")
+    drafts = requests.get(f"{api(system)}/activities", headers=resident, params={"status": "draft"}).json()
+    assert drafts["total"] == 0
+    assert requests.get(f"{api(system)}/activities/{activity_id}", headers=organizer).json()["status"] == "draft"
+    admin = login(system, "admin")  # the street above
+    mine = requests.get(f"{api(system)}/activities", headers=admin, params={"status": "draft", "page_size": 100}).json()
+    assert activity_id in {a["id"] for a in mine["items"]}
