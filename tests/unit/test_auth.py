@@ -11,6 +11,7 @@ from shared.auth import (INTERNAL_AUDIENCE, PUBLIC_AUDIENCE, SYSTEM, Principal, 
                          install_internal_auth, issue_internal_token, issue_user_token, require_role,
                          verify_internal_token, verify_user_token)
 from shared.web import ApiError, create_base_app
+from tests.support.errors import assert_error_shape
 
 SECRET = "unit-test-secret-0123456789abcdef"
 OTHER_SECRET = "another-secret-fedcba9876543210-zyx"
@@ -145,19 +146,6 @@ def guarded_app(*, auth: bool = True) -> Flask:
 def bearer(principal: Principal, *, internal: bool = True, secret: str = SECRET) -> dict[str, str]:
     issue = issue_internal_token if internal else issue_user_token
     return {"Authorization": f"Bearer {issue(secret, principal)}"}
-
-
-def assert_error_shape(response, status: int, code: str) -> dict:  # noqa: ANN001
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"code", "message", "details", "correlation_id"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    assert error["correlation_id"] and error["correlation_id"] == response.headers["X-Correlation-ID"]
-    return error
 
 
 def test_a_route_without_a_token_answers_401_in_the_house_shape() -> None:

@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 
 from shared import context
 from shared.web import ApiError, create_base_app
+from tests.support.errors import assert_error_shape
 
 
 class GreetingIn(Schema):
@@ -43,40 +44,26 @@ def make_app(checks: dict | None = None, service: str = "webtest") -> Flask:
     return app
 
 
-def error_of(response, status: int, code: str) -> dict:  # noqa: ANN001
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"code", "message", "details", "correlation_id"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    assert error["correlation_id"] == response.headers["X-Correlation-ID"]
-    return error
-
-
 # ---- the error shape -----------------------------------------------------------------------------
 
 def test_an_api_error_leaves_in_the_house_shape_with_its_status_code_and_details() -> None:
-    error = error_of(make_app().test_client().get("/refusal"), 409, "stock_exhausted")
+    error = assert_error_shape(make_app().test_client().get("/refusal"), 409, "stock_exhausted")
     assert error["message"] == "No vouchers left."
     assert error["details"] == {"offer_id": "o-1"}
 
 
 def test_an_unknown_route_is_a_404_in_the_house_shape() -> None:
-    error = error_of(make_app().test_client().get("/no/such/route"), 404, "not_found")
+    error = assert_error_shape(make_app().test_client().get("/no/such/route"), 404, "not_found")
     assert error["details"] == {}
 
 
 def test_a_wrong_method_is_a_405_in_the_house_shape() -> None:
-    error_of(make_app().test_client().delete("/refusal"), 405, "method_not_allowed")
+    assert_error_shape(make_app().test_client().delete("/refusal"), 405, "method_not_allowed")
 
 
 def test_a_schema_validation_failure_is_a_422_naming_the_fields() -> None:
     response = make_app().test_client().post("/greetings", json={"times": 9})
-    error = error_of(response, 422, "validation_failed")
+    error = assert_error_shape(response, 422, "validation_failed")
     fields_ = error["details"]["fields"]
     assert set(fields_) == {"json"}
     assert set(fields_["json"]) == {"name", "times"}
@@ -91,7 +78,7 @@ def test_a_valid_request_passes_the_schema() -> None:
 
 def test_an_unhandled_exception_is_a_500_without_leaking_the_stack() -> None:
     response = make_app().test_client().get("/boom")
-    error = error_of(response, 500, "internal_error")
+    error = assert_error_shape(response, 500, "internal_error")
     assert error["details"] == {}
     text = response.get_data(as_text=True)
     for leak in ("hunter2", "Traceback", "RuntimeError", "stack frame"):
@@ -109,7 +96,7 @@ def test_a_sent_correlation_id_is_echoed_and_in_force_during_the_request() -> No
 
 def test_a_sent_correlation_id_is_echoed_in_an_error() -> None:
     response = make_app().test_client().get("/refusal", headers={"X-Correlation-ID": "corr-err-9"})
-    assert error_of(response, 409, "stock_exhausted")["correlation_id"] == "corr-err-9"
+    assert assert_error_shape(response, 409, "stock_exhausted")["correlation_id"] == "corr-err-9"
 
 
 def test_a_missing_correlation_id_is_generated_and_differs_per_request() -> None:
@@ -149,7 +136,7 @@ def test_readyz_is_503_naming_the_failing_check() -> None:
         raise ConnectionRefusedError("amqp://rabbit:5672 refused")
 
     response = make_app({"database": lambda: None, "broker": broker_down}).test_client().get("/readyz")
-    error = error_of(response, 503, "not_ready")
+    error = assert_error_shape(response, 503, "not_ready")
     assert set(error["details"]) == {"broker"}
     assert error["details"]["broker"].startswith("ConnectionRefusedError")
     assert "refused" in error["details"]["broker"]
@@ -160,7 +147,7 @@ def test_readyz_reports_every_failing_check() -> None:
         raise OSError("down")
 
     response = make_app({"database": down, "broker": down}).test_client().get("/readyz")
-    assert set(error_of(response, 503, "not_ready")["details"]) == {"database", "broker"}
+    assert set(assert_error_shape(response, 503, "not_ready")["details"]) == {"database", "broker"}
 
 
 def test_metrics_count_requests_by_service_endpoint_and_status() -> None:
